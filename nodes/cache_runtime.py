@@ -1,0 +1,445 @@
+"""The OTCache runtime: run a caching schedule inside ComfyUI's sampling loop.
+
+Shaped like diffusers' hooks: a config (:class:`CacheConfig`), a per-run state
+(:class:`CacheState`), the hooks (an OUTER_SAMPLE wrapper that owns the state, a
+DIFFUSION_MODEL wrapper for the generic modes, ``dit`` replace patches for ``block``
+mode) and one entry point, :func:`apply_otcache`.
+
+Step resolution: an evaluation's sigma is matched against the run's
+``sample_sigmas`` (``isclose``); an evaluation whose sigma matches no step (SDE and
+second-order midpoints) follows the most recent matched step. So heun, which
+evaluates at sigma_i and sigma_{i+1}, makes 2K-1 real evaluations for a schedule of
+K computed steps, as it makes 2N-1 without one.
+
+Reuse modes:
+- ``block``: FLUX, Qwen-Image, HunyuanVideo. Embeddings and the final layer always run;
+  on a skipped step every block is the identity and the last one adds the residual
+  (block-stack output minus its input) of the most recent computed evaluation.
+- ``residual``: any model behind a DIFFUSION_MODEL wrapper; reuses output - input.
+- ``output``: any such model; reuses the last computed output unchanged (for flow
+  models, the velocity).
+
+Caches are kept per conditioning entry (``transformer_options["uuids"]``), so cond and
+uncond work whether ComfyUI batches them or not. A skipped evaluation never writes
+into the model's input: its result is a new tensor.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any, Callable
+
+import torch
+
+import comfy.patcher_extension
+from comfy.model_patcher import ModelPatcher, create_model_options_clone
+
+from ..otcache_core.schedule import Schedule, ScheduleError
+from ..otcache_core.warp import resample
+
+log = logging.getLogger("otcache")
+
+WRAPPER_KEY = "otcache"
+STATE_KEY = "otcache_state"
+CALL_KEY = "otcache_call"
+REUSE_MODES = ("auto", "block", "residual", "output")
+CACHE_DEVICES = ("model", "cpu")
+STEP_MISMATCH = ("resample", "error")
+
+
+class OTCacheRuntimeError(RuntimeError):
+    """Raised when a schedule cannot be applied to a sampling run."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheConfig:
+    schedule: Schedule
+    reuse: str = "block"  # resolved mode: block, residual or output
+    cache_device: str = "model"
+    on_step_mismatch: str = "resample"
+    node_id: str | None = None  # where to show stats in the UI
+    on_report: Callable[["RunReport"], None] | None = None
+
+
+@dataclasses.dataclass
+class RunReport:
+    """What one sampling run did; logged, shown on the node, handed to ``on_report``."""
+
+    schedule: Schedule
+    reuse: str
+    computed: int = 0
+    skipped: int = 0
+    forced: int = 0  # evaluations computed although scheduled to skip (no cache yet)
+    seconds: float = 0.0
+
+    @property
+    def evaluations(self) -> int:
+        return self.computed + self.skipped
+
+    def text(self) -> str:
+        total = max(self.evaluations, 1)
+        return (
+            f"OTCache [{self.reuse}] K={self.schedule.budget}/N={self.schedule.steps}: computed "
+            f"{self.computed}/{self.evaluations} evaluations, skipped {self.skipped} "
+            f"({total / max(self.computed, 1):.2f}x fewer transformer runs), {self.seconds:.2f} s"
+            + (f", {self.forced} forced by missing cache" if self.forced else "")
+        )
+
+
+# ---------------------------------------------------------------- per-run state
+
+@dataclasses.dataclass
+class _Entry:
+    """A cached tensor for one conditioning entry, with the input signature it is valid for."""
+
+    value: torch.Tensor
+    signature: tuple
+
+
+class CacheState:
+    """Everything one sampling run needs; created by the OUTER_SAMPLE wrapper, freed after."""
+
+    def __init__(self, config: CacheConfig):
+        self.config = config
+        self.schedule_for_run: Schedule | None = None
+        self.compute_mask: list[bool] = []
+        self.store_mask: list[bool] = []
+        self.sample_sigmas: torch.Tensor | None = None
+        self.last_step = 0
+        self.entries: dict[Any, _Entry] = {}
+        self.report = RunReport(schedule=config.schedule, reuse=config.reuse)
+
+    # --- schedule and step resolution
+    def _prepare(self, sample_sigmas: torch.Tensor) -> None:
+        steps = int(sample_sigmas.shape[0]) - 1
+        schedule = self.config.schedule
+        if steps < 1:
+            raise OTCacheRuntimeError("the sampler passed fewer than two sigmas; nothing to schedule")
+        if steps != schedule.steps:
+            if self.config.on_step_mismatch == "error":
+                raise OTCacheRuntimeError(
+                    f"the schedule was made for {schedule.steps} steps but the sampler runs {steps} steps. "
+                    f"Set the sampler to {schedule.steps} steps, or set on_step_mismatch to 'resample'."
+                )
+            # A 1-step run simply computes its only step.
+            schedule = resample(schedule, steps) if steps >= 2 else None
+        self.schedule_for_run = schedule
+        if schedule is None:
+            self.compute_mask = [True]
+        else:
+            self.compute_mask = list(schedule.mask)
+        # A computed evaluation stores its cache only if a skipped step follows it, so the
+        # full schedule costs nothing but the step lookup.
+        self.store_mask = [i + 1 < len(self.compute_mask) and not self.compute_mask[i + 1]
+                           for i in range(len(self.compute_mask))]
+        self.sample_sigmas = sample_sigmas.detach().to("cpu", torch.float64).clone()
+        if schedule is not None:
+            self.report.schedule = schedule
+
+    def resolve_step(self, transformer_options: dict) -> int | None:
+        """The step index this evaluation belongs to, or None outside a sampling run."""
+        sample_sigmas = transformer_options.get("sample_sigmas")
+        sigmas = transformer_options.get("sigmas")
+        if sample_sigmas is None or sigmas is None:
+            return None
+        if self.sample_sigmas is None or self.sample_sigmas.shape[0] != sample_sigmas.shape[0]:
+            self._prepare(sample_sigmas)
+        sigma = float(sigmas.reshape(-1)[0])
+        # uni_pc overwrites the final sigma in place, so match against the run's own tensor
+        # only for the steps that are evaluated (all but the last sigma).
+        candidates = self.sample_sigmas[:-1]
+        hits = torch.isclose(candidates, torch.tensor(sigma, dtype=torch.float64), rtol=1e-4, atol=1e-7)
+        idx = torch.nonzero(hits)
+        if idx.numel() > 0:
+            # Several hits happen only with repeated sigmas; the first unconsumed one is the
+            # latest step we may have reached.
+            matches = [int(i) for i in idx.reshape(-1)]
+            later = [m for m in matches if m >= self.last_step]
+            self.last_step = later[0] if later else matches[-1]
+        return self.last_step
+
+    def wants_compute(self, step: int | None) -> bool:
+        return step is None or self.compute_mask[step]
+
+    def wants_store(self, step: int | None) -> bool:
+        return step is not None and self.store_mask[step]
+
+    # --- cache entries
+    def to_cache(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.detach()
+        if self.config.cache_device == "cpu":
+            return t.to("cpu", copy=True)
+        return t.clone()
+
+    def lookup(self, key: Any, signature: tuple) -> torch.Tensor | None:
+        entry = self.entries.get(key)
+        if entry is None or entry.signature != signature:
+            return None
+        return entry.value
+
+    def store(self, key: Any, signature: tuple, value: torch.Tensor) -> None:
+        self.entries[key] = _Entry(self.to_cache(value), signature)
+
+    def release(self) -> None:
+        self.entries.clear()
+        self.sample_sigmas = None
+
+
+def _signature(t: torch.Tensor) -> tuple:
+    return (tuple(t.shape), t.dtype, t.device)
+
+
+def _batch_keys(transformer_options: dict, batch: int) -> list[tuple[Any, slice]]:
+    """(cache key, batch slice) for each conditioning entry in this call."""
+    uuids = transformer_options.get("uuids") or transformer_options.get("cond_or_uncond")
+    if not uuids or batch % len(uuids) != 0:
+        return [("all", slice(0, batch))]
+    per = batch // len(uuids)
+    return [(u, slice(k * per, (k + 1) * per)) for k, u in enumerate(uuids)]
+
+
+def _find_transformer_options(args: tuple, kwargs: dict) -> dict:
+    # Same search as core EasyCache: DiTs pass it as the last positional arg, some as a kwarg.
+    if args and isinstance(args[-1], dict):
+        return args[-1]
+    if isinstance(kwargs.get("transformer_options"), dict):
+        return kwargs["transformer_options"]
+    if len(args) >= 2 and isinstance(args[-2], dict):
+        return args[-2]
+    return {}
+
+
+class _Call:
+    """The decision for one model call (one batched chunk of one evaluation)."""
+
+    __slots__ = ("compute", "store", "keys", "signatures", "cached", "entry")
+
+    def __init__(self, compute: bool, store: bool, keys, signatures, cached):
+        self.compute = compute
+        self.store = store
+        self.keys = keys  # [(cache key, batch slice)]
+        self.signatures = signatures  # what each entry's cache must match: the probe slice
+        self.cached = cached
+        self.entry: torch.Tensor | None = None
+
+    def store_all(self, state: CacheState, value: torch.Tensor) -> None:
+        for (key, sl), signature in zip(self.keys, self.signatures):
+            state.store(key, signature, value[sl])
+
+
+def _begin_call(state: CacheState, transformer_options: dict, probe: torch.Tensor) -> _Call:
+    """Decide whether this call runs the transformer, and count it."""
+    step = state.resolve_step(transformer_options)
+    keys = _batch_keys(transformer_options, probe.shape[0])
+    signatures = [_signature(probe[sl]) for _, sl in keys]
+    cached = None
+    compute, store = state.wants_compute(step), state.wants_store(step)
+    if not compute:
+        cached = [state.lookup(key, sig) for (key, _), sig in zip(keys, signatures)]
+        if any(c is None for c in cached):
+            # No usable cache for some entry (a new shape or conditioning): run it, keep it.
+            compute, store, cached = True, True, None
+            state.report.forced += 1
+    if compute:
+        state.report.computed += 1
+    else:
+        state.report.skipped += 1
+    return _Call(compute, store, keys, signatures, cached)
+
+
+def _gather(call: _Call, like: torch.Tensor) -> torch.Tensor:
+    """The cached values of this call's entries as one new tensor in batch order."""
+    return torch.cat([c.to(like.device, like.dtype, non_blocking=True) for c in call.cached], dim=0)
+
+
+# ---------------------------------------------------------------- generic modes (DIFFUSION_MODEL)
+
+def diffusion_model_wrapper(executor, *args, **kwargs):
+    transformer_options = _find_transformer_options(args, kwargs)
+    state: CacheState | None = transformer_options.get(STATE_KEY)
+    x = args[0] if args else None
+    if state is None or state.config.reuse == "block" or not isinstance(x, torch.Tensor):
+        return executor(*args, **kwargs)
+    call = _begin_call(state, transformer_options, x)
+    mode = state.config.reuse
+    if not call.compute:
+        cached = _gather(call, x)
+        if mode == "output":
+            return cached
+        channels = cached.shape[1]
+        return x[:, :channels] + cached  # a new tensor: never add into the model's input
+    out = executor(*args, **kwargs)
+    if call.store and isinstance(out, torch.Tensor):
+        call.store_all(state, out if mode == "output" else out - x[:, : out.shape[1]])
+    return out
+
+
+# ---------------------------------------------------------------- block mode (dit patches)
+
+@dataclasses.dataclass(frozen=True)
+class BlockLayout:
+    """The DiT's block patch keys in execution order, and whether the last runs on cat(txt, img)."""
+
+    keys: tuple[tuple[str, int], ...]
+
+    @property
+    def first(self) -> tuple[str, int]:
+        return self.keys[0]
+
+    @property
+    def last(self) -> tuple[str, int]:
+        return self.keys[-1]
+
+    @property
+    def joint_tail(self) -> bool:
+        return self.last[0] == "single_block"
+
+
+def block_layout(diffusion_model: torch.nn.Module) -> BlockLayout | None:
+    """The block layout of FLUX, HunyuanVideo and Qwen-Image DiTs; None for other models."""
+    from comfy.ldm.flux.model import Flux
+    from comfy.ldm.hunyuan_video.model import HunyuanVideo
+    from comfy.ldm.qwen_image.model import QwenImageTransformer2DModel
+
+    if isinstance(diffusion_model, (Flux, HunyuanVideo)):
+        keys = [("double_block", i) for i in range(len(diffusion_model.double_blocks))]
+        keys += [("single_block", i) for i in range(len(diffusion_model.single_blocks))]
+    elif isinstance(diffusion_model, QwenImageTransformer2DModel):
+        keys = [("double_block", i) for i in range(len(diffusion_model.transformer_blocks))]
+    else:
+        return None
+    return BlockLayout(tuple(keys)) if keys else None
+
+
+def _make_block_patch(key: tuple[str, int], layout: BlockLayout, previous: Callable | None):
+    is_first, is_last = key == layout.first, key == layout.last
+
+    def run_block(args, extra):
+        if previous is not None:
+            return previous(args, extra)
+        return extra["original_block"](args)
+
+    def otcache_block_patch(args: dict, extra: dict) -> dict:
+        transformer_options = args.get("transformer_options") or {}
+        state: CacheState | None = transformer_options.get(STATE_KEY)
+        if state is None or state.config.reuse != "block":
+            return run_block(args, extra)
+        if is_first:
+            call = _begin_call(state, transformer_options, args["img"])
+            transformer_options[CALL_KEY] = call
+            if call.compute and call.store:
+                # A copy: FLUX blocks add into their inputs in place.
+                call.entry = torch.cat((args["txt"], args["img"]), 1) if layout.joint_tail else args["img"].clone()
+        call: _Call | None = transformer_options.get(CALL_KEY)
+        if call is None:
+            return run_block(args, extra)
+        if call.compute:
+            out = run_block(args, extra)
+            if is_last and call.store:
+                call.store_all(state, out["img"] - call.entry)
+                call.entry = None
+            return out
+        if not is_last:
+            return {k: args[k] for k in ("img", "txt") if k in args}
+        out = {"img": args["img"] + _gather(call, args["img"])}
+        if "txt" in args:
+            out["txt"] = args["txt"]
+        return out
+
+    otcache_block_patch.otcache_previous = previous  # lets a second OTCache node replace, not stack
+    return otcache_block_patch
+
+
+def _install_block_patches(model: ModelPatcher, layout: BlockLayout) -> None:
+    to = model.model_options["transformer_options"]
+    existing = to.get("patches_replace", {}).get("dit", {})
+    for kind, index in layout.keys:
+        previous = existing.get((kind, index))
+        if previous is not None and hasattr(previous, "otcache_previous"):
+            previous = previous.otcache_previous
+        model.set_model_patch_replace(_make_block_patch((kind, index), layout, previous), "dit", kind, index)
+
+
+# ---------------------------------------------------------------- OUTER_SAMPLE: own the state
+
+def outer_sample_wrapper(executor, *args, **kwargs):
+    guider = executor.class_obj
+    original_options = guider.model_options
+    config: CacheConfig = original_options["transformer_options"][WRAPPER_KEY]
+    guider.model_options = create_model_options_clone(original_options)
+    state = CacheState(config)
+    guider.model_options["transformer_options"][STATE_KEY] = state
+    start = time.perf_counter()
+    try:
+        return executor(*args, **kwargs)
+    finally:
+        state.report.seconds = time.perf_counter() - start
+        state.release()
+        guider.model_options = original_options
+        _publish(state.report, config)
+
+
+def _publish(report: RunReport, config: CacheConfig) -> None:
+    text = report.text()
+    log.info(text)
+    if config.on_report is not None:
+        config.on_report(report)
+    if config.node_id is None:
+        return
+    try:
+        from server import PromptServer
+    except ImportError:
+        return
+    server = getattr(PromptServer, "instance", None)
+    if server is not None:
+        server.send_progress_text(text, config.node_id)
+
+
+# ---------------------------------------------------------------- entry point
+
+def supports_block_mode(model: ModelPatcher) -> bool:
+    return block_layout(model.get_model_object("diffusion_model")) is not None
+
+
+def resolve_reuse(model: ModelPatcher, reuse: str) -> str:
+    """``auto`` -> ``block`` where the DiT's blocks are known, else ``output``."""
+    if reuse not in REUSE_MODES:
+        raise OTCacheRuntimeError(f"unknown reuse mode {reuse!r}; choose one of {', '.join(REUSE_MODES)}")
+    block_ok = supports_block_mode(model)
+    if reuse == "auto":
+        # Measured on a trained tiny FLUX: reusing the output beat output-minus-input by 4-5 dB.
+        return "block" if block_ok else "output"
+    if reuse == "block" and not block_ok:
+        name = type(model.get_model_object("diffusion_model")).__name__
+        raise OTCacheRuntimeError(
+            f"block reuse needs a FLUX, Qwen-Image or HunyuanVideo transformer; this model is {name}. "
+            "Use reuse 'auto', 'output' or 'residual'."
+        )
+    return reuse
+
+
+def apply_otcache(model: ModelPatcher, schedule: Schedule, reuse: str = "auto", cache_device: str = "model",
+                  on_step_mismatch: str = "resample", node_id: str | None = None,
+                  on_report: Callable[[RunReport], None] | None = None) -> ModelPatcher:
+    """Return a clone of ``model`` that samples with ``schedule``; ``model`` is left unchanged.
+
+    Applying it to a model that already has OTCache replaces the earlier schedule.
+    """
+    if not isinstance(schedule, Schedule):
+        raise OTCacheRuntimeError(f"schedule must be an OTCache Schedule, got {type(schedule).__name__}")
+    if cache_device not in CACHE_DEVICES:
+        raise OTCacheRuntimeError(f"cache_device must be one of {', '.join(CACHE_DEVICES)}, got {cache_device!r}")
+    if on_step_mismatch not in STEP_MISMATCH:
+        raise OTCacheRuntimeError(f"on_step_mismatch must be one of {', '.join(STEP_MISMATCH)}, got {on_step_mismatch!r}")
+    mode = resolve_reuse(model, reuse)
+    patched = model.clone()
+    config = CacheConfig(schedule, mode, cache_device, on_step_mismatch, node_id, on_report)
+    patched.model_options["transformer_options"][WRAPPER_KEY] = config
+    for kind in (comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL):
+        patched.remove_wrappers_with_key(kind, WRAPPER_KEY)
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, outer_sample_wrapper)
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY, diffusion_model_wrapper)
+    if mode == "block":
+        _install_block_patches(patched, block_layout(patched.get_model_object("diffusion_model")))
+    return patched

@@ -1,0 +1,11 @@
+"""The ComfyExtension that registers the OTCache nodes (V3 API)."""
+from __future__ import annotations
+
+from comfy_api.latest import ComfyExtension, io
+
+from .cached_model import OTCacheCachedModel
+
+
+class OTCacheExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return [OTCacheCachedModel]

@@ -1,0 +1,36 @@
+"""Test harness: the pack as ComfyUI imports it, tiny real models, a real ComfyUI server.
+
+Markers (see pyproject.toml): ``server`` starts ComfyUI's main.py, ``browser`` drives
+headless Chromium, ``slow`` is the long tail; ``-m "not server and not browser and not slow"``
+is the fast subset.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from host import import_comfy, import_pack  # noqa: E402
+
+import_comfy()
+import_pack()
+
+
+@pytest.fixture(scope="session")
+def comfy_server(tmp_path_factory):
+    """A real ComfyUI server (main.py) with the pack in custom_nodes; stopped by PID at the end."""
+    from comfy_server import start_server
+
+    server = start_server(tmp_path_factory.mktemp("comfyui-server"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["flux", "qwen_image", "hunyuan_video"])
+def dit_family(request):
+    return request.param
