@@ -228,8 +228,13 @@ class _Call:
             state.store(key, signature, value[sl])
 
 
+@torch.compiler.disable
 def _begin_call(state: CacheState, transformer_options: dict, probe: torch.Tensor) -> _Call:
-    """Decide whether this call runs the transformer, and count it."""
+    """Decide whether this call runs the transformer, and count it.
+
+    Kept out of torch.compile: the step lookup is data dependent, and compiling it would
+    recompile for every step (TorchCompileModel before or after this node).
+    """
     step = state.resolve_step(transformer_options)
     keys = _batch_keys(transformer_options, probe.shape[0])
     signatures = [_signature(probe[sl]) for _, sl in keys]

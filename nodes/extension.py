@@ -4,8 +4,9 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 
 from .cached_model import OTCacheCachedModel
+from .demo import OTCacheDemoModel
 
 
 class OTCacheExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [OTCacheCachedModel]
+        return [OTCacheCachedModel, OTCacheDemoModel]
