@@ -9,6 +9,8 @@ any Python >= 3.10 before anything is installed.
     .venv/      torch + torchvision (pinned), ComfyUI's requirements, ours, dev tools
 
 The pack is linked into the host's custom_nodes/ so a started server loads it.
+With --test-tools (scripts/test passes it) the system packages the tests drive are
+installed too: Debian's chromium (browser tests) and postgresql (shared Optuna studies).
 """
 from __future__ import annotations
 
@@ -183,6 +185,39 @@ def ensure_venv(host: Path) -> None:
     say(f"virtual environment ready: {VENV_DIR}")
 
 
+# ---------------------------------------------------------------- system packages for tests
+
+# program that must exist -> Debian package that provides it
+TEST_SYSTEM_PACKAGES = {"chromium": "chromium", "initdb": "postgresql", "pg_ctl": "postgresql"}
+
+
+def find_program(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    # Debian keeps the PostgreSQL server binaries out of PATH.
+    for candidate in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True):
+        return str(candidate)
+    return None
+
+
+def ensure_test_system_packages() -> None:
+    missing = sorted({pkg for prog, pkg in TEST_SYSTEM_PACKAGES.items() if find_program(prog) is None})
+    if not missing:
+        say("test system packages present (chromium, postgresql)")
+        return
+    prefix = [] if os.geteuid() == 0 else (["sudo", "-n"] if shutil.which("sudo") else None)
+    if prefix is None:
+        raise SetupError(
+            f"The tests need the Debian packages {', '.join(missing)} and this user cannot install them. "
+            f"Run as root: apt-get update && apt-get install -y {' '.join(missing)}"
+        )
+    env_cmd = ["env", "DEBIAN_FRONTEND=noninteractive"]
+    run(prefix + env_cmd + ["apt-get", "update"], "updating the Debian package lists")
+    run(prefix + env_cmd + ["apt-get", "install", "-y", "--no-install-recommends", *missing],
+        f"installing {', '.join(missing)}")
+
+
 # ---------------------------------------------------------------- link the pack
 
 def link_pack(host: Path) -> None:
@@ -205,10 +240,13 @@ def link_pack(host: Path) -> None:
 
 
 def main() -> int:
+    test_tools = "--test-tools" in sys.argv[1:]
     try:
         host = comfy_host()
         ensure_venv(host)
         link_pack(host)
+        if test_tools:
+            ensure_test_system_packages()
     except SetupError as e:
         print(f"[otcache-setup] ERROR: {e}", file=sys.stderr)
         return 1

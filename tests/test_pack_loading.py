@@ -7,7 +7,8 @@ import tomllib
 import comfyui_otcache
 from host import REPO_ROOT
 
-EXPECTED_NODES = {"OTCacheCachedModel", "OTCacheDemoModel"}
+EXPECTED_NODES = {"OTCacheCachedModel", "OTCacheDemoModel", "OTCacheBudgetSlider", "OTCacheSchedulePreset",
+                  "OTCacheScheduleFromText", "OTCacheScheduleLoad", "OTCacheScheduleSave"}
 
 
 def registered_nodes():

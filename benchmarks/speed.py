@@ -1,0 +1,103 @@
+"""Wall time of OTCache's Cached Model against plain sampling, side by side in one process.
+
+A tiny FLUX scaled up until the transformer dominates (hidden 384, 4 double + 8 single
+blocks, 32x32 latent = 256 image tokens), sampled with ComfyUI's own KSampler path:
+no cache, the full schedule (the wrapper's overhead), and uniform schedules at speedups
+2, 3 and 4.5, each in ``block`` and ``output`` mode. Runs are interleaved round by round
+and the median is reported, so drift of a shared machine hits every row alike.
+
+    .venv/bin/python benchmarks/speed.py [--steps 28] [--rounds 3] [--out benchmarks/results/speed.md]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from host import import_comfy, import_pack  # noqa: E402
+
+import_comfy()
+import_pack()
+
+import torch  # noqa: E402
+
+import comfy.model_management  # noqa: E402
+import comfy.sample  # noqa: E402
+
+from comfyui_otcache.nodes.cache_runtime import apply_otcache  # noqa: E402
+from comfyui_otcache.nodes.tiny_models import build_tiny_model, tiny_conditioning, tiny_latent  # noqa: E402
+from comfyui_otcache.otcache_core.interpolate import budget_for_speedup  # noqa: E402
+from comfyui_otcache.otcache_core.schedule import Schedule  # noqa: E402
+
+BIG_FLUX = {"hidden_size": 384, "num_heads": 6, "axes_dim": [16, 24, 24], "depth": 4,
+            "depth_single_blocks": 8, "mlp_ratio": 4.0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=28)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--latent", type=int, default=32, help="latent height and width")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "speed.md")
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    model = build_tiny_model("flux", seed=0, scale=0.5, **BIG_FLUX)
+    params = sum(p.numel() for p in model.model.diffusion_model.parameters())
+    positive, negative = tiny_conditioning("flux", 1, tokens=16), tiny_conditioning("flux", 2, tokens=16)
+    latent = tiny_latent("flux", height=args.latent, width=args.latent)["samples"]
+    noise = comfy.sample.prepare_noise(latent, 0)
+    n = args.steps
+
+    variants: list[tuple[str, str, object]] = [("no cache", "-", model)]
+    for mode in ("block", "output"):
+        variants.append((f"full schedule ({n}/{n})", mode, apply_otcache(model, Schedule.full(n), reuse=mode)))
+        for speedup in (2.0, 3.0, 4.5):
+            schedule = Schedule.uniform(n, budget_for_speedup(n, speedup))
+            variants.append((f"uniform {schedule.budget}/{n} (N/K={n / schedule.budget:.2f})", mode,
+                             apply_otcache(model, schedule, reuse=mode)))
+
+    def run(m) -> float:
+        start = time.perf_counter()
+        comfy.sample.sample(m, noise, n, 3.5, "euler", "simple", positive, negative, latent, seed=0,
+                            disable_pbar=True)
+        return time.perf_counter() - start
+
+    run(model)  # warm-up: allocator, kernels
+    times: dict[int, list[float]] = {i: [] for i in range(len(variants))}
+    for r in range(args.rounds):
+        for i, (_, _, m) in enumerate(variants):
+            times[i].append(run(m))
+        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+
+    base = statistics.median(times[0])
+    device = comfy.model_management.get_torch_device()
+    lines = [
+        f"Tiny FLUX ({params / 1e6:.1f}M parameters, {args.latent}x{args.latent} latent, "
+        f"{args.latent * args.latent // 4} image tokens), euler, {n} steps, cfg 3.5 (cond+uncond batched), "
+        f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"median of {args.rounds} interleaved rounds.",
+        "",
+        "| schedule | reuse | wall s | speedup vs no cache | ideal N/K | % of ideal |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for i, (name, mode, m) in enumerate(variants):
+        t = statistics.median(times[i])
+        ideal = 1.0
+        if "uniform" in name:
+            k = int(name.split()[1].split("/")[0])
+            ideal = n / k
+        lines.append(f"| {name} | {mode} | {t:.3f} | {base / t:.3f} | {ideal:.2f} | {100 * base / t / ideal:.1f}% |")
+    text = "\n".join(lines)
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
