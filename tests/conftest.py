@@ -34,3 +34,21 @@ def comfy_server(tmp_path_factory):
 @pytest.fixture(params=["flux", "qwen_image", "hunyuan_video"])
 def dit_family(request):
     return request.param
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """URL of a real PostgreSQL server on a free loopback port, stopped at the end of the session."""
+    import shutil
+    import tempfile
+
+    from postgres_server import start_postgres
+
+    # Not under pytest's tmp dir: as root the server runs as `postgres`, which cannot enter it.
+    workdir = Path(tempfile.mkdtemp(prefix="otcache-postgres-"))
+    server = start_postgres(workdir)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
