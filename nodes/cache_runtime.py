@@ -37,6 +37,7 @@ from comfy.model_patcher import ModelPatcher, create_model_options_clone
 
 from ..otcache_core.schedule import Schedule, ScheduleError
 from ..otcache_core.warp import resample
+from .ui_text import send_node_text
 
 log = logging.getLogger("otcache")
 
@@ -390,15 +391,7 @@ def _publish(report: RunReport, config: CacheConfig) -> None:
     log.info(text)
     if config.on_report is not None:
         config.on_report(report)
-    if config.node_id is None:
-        return
-    try:
-        from server import PromptServer
-    except ImportError:
-        return
-    server = getattr(PromptServer, "instance", None)
-    if server is not None:
-        server.send_progress_text(text, config.node_id)
+    send_node_text(config.node_id, text)
 
 
 # ---------------------------------------------------------------- entry point

@@ -18,7 +18,6 @@ import logging
 import math
 import os
 import re
-import sys
 import tempfile
 
 import folder_paths
@@ -27,6 +26,7 @@ from comfy_api.latest import io
 from ..otcache_core.interpolate import MAPPINGS, budget_for_speedup, budget_range, interpolate
 from ..otcache_core.presets import list_presets, load_preset
 from ..otcache_core.schedule import COMPACT_FORM_HINT, Schedule, ScheduleError
+from .ui_text import send_node_text
 from .types import CATEGORY, OTSchedule
 
 log = logging.getLogger(__name__)
@@ -200,17 +200,7 @@ def show(cls: type[io.ComfyNode], schedule: Schedule | None, text: str) -> dict:
     (empty list when there is none). Progress text is sent only when a server runs and
     the node knows its id.
     """
-    node_id = getattr(cls.hidden, "unique_id", None) if cls.hidden is not None else None
-    # A running ComfyUI has imported its server module; never import it here (slow, and
-    # without a server there is nobody to show the text to).
-    server_module = sys.modules.get("server")
-    prompt_server = getattr(server_module, "PromptServer", None)
-    server = getattr(prompt_server, "instance", None)
-    if node_id is not None and server is not None:
-        try:
-            server.send_progress_text(text, node_id)
-        except Exception as error:  # showing text must never fail the node
-            log.debug("OTCache: could not send progress text: %s", error)
+    send_node_text(getattr(cls.hidden, "unique_id", None) if cls.hidden is not None else None, text)
     return {"text": [text], "otcache_schedule": [schedule.to_dict()] if schedule is not None else []}
 
 

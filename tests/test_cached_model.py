@@ -215,3 +215,16 @@ def test_node_execute_outside_a_server(models):
         OTCacheCachedModel.execute(model=base, schedule=SCHEDULE, cache_device="gpu")
     with pytest.raises(OTCacheRuntimeError, match="must be an OTCache Schedule"):
         OTCacheCachedModel.execute(model=base, schedule="8:0,7")
+
+
+def test_run_stats_are_shown_on_the_node_when_a_server_runs(models, monkeypatch):
+    import sys
+    import types
+
+    sent = []
+    fake = types.SimpleNamespace(send_progress_text=lambda text, node_id: sent.append((node_id, text)))
+    monkeypatch.setitem(sys.modules, "server", types.SimpleNamespace(PromptServer=types.SimpleNamespace(instance=fake)))
+    cached = apply_otcache(models("flux"), SCHEDULE, node_id="17")
+    sample(cached, "flux", steps=STEPS, cfg=1.0)
+    ((node_id, text),) = sent
+    assert node_id == "17" and text.startswith("OTCache [block] K=4/N=8: computed 4/8 evaluations, skipped 4")
