@@ -88,6 +88,7 @@ import hashlib
 import json
 import math
 import numbers
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -236,15 +237,26 @@ def _validate(objective, steps, budget, reference, trials, seed, storage, study_
     return n, k, reference, t, m, s
 
 
+STORAGE_OPEN_ATTEMPTS = 5
+
+
 def _open_storage(storage):
     if storage is None or isinstance(storage, optuna.storages.BaseStorage):
         return storage
     if "://" in storage:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                storage, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=HEARTBEAT_GRACE_S
-            )
+        # Workers that open a fresh database at the same moment race to create Optuna's
+        # tables (PostgreSQL: duplicate type/table errors); the loser simply retries.
+        for attempt in range(STORAGE_OPEN_ATTEMPTS):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return optuna.storages.RDBStorage(
+                        storage, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=HEARTBEAT_GRACE_S
+                    )
+            except Exception as error:  # sqlalchemy IntegrityError / ProgrammingError on the race
+                if attempt + 1 == STORAGE_OPEN_ATTEMPTS or "already exists" not in str(error):
+                    raise
+                time.sleep(0.2 * (attempt + 1))
     raise AnchorSearchError(f"storage {storage!r} is not a storage URL; use e.g. 'sqlite:///path/anchor.db'")
 
 
