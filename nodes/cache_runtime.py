@@ -61,6 +61,7 @@ class CacheConfig:
     on_step_mismatch: str = "resample"
     node_id: str | None = None  # where to show stats in the UI
     on_report: Callable[["RunReport"], None] | None = None
+    quiet: bool = False  # calibration runs: log at DEBUG instead of INFO
 
 
 @dataclasses.dataclass
@@ -146,18 +147,7 @@ class CacheState:
             return None
         if self.sample_sigmas is None or self.sample_sigmas.shape[0] != sample_sigmas.shape[0]:
             self._prepare(sample_sigmas)
-        sigma = float(sigmas.reshape(-1)[0])
-        # uni_pc overwrites the final sigma in place, so match against the run's own tensor
-        # only for the steps that are evaluated (all but the last sigma).
-        candidates = self.sample_sigmas[:-1]
-        hits = torch.isclose(candidates, torch.tensor(sigma, dtype=torch.float64), rtol=1e-4, atol=1e-7)
-        idx = torch.nonzero(hits)
-        if idx.numel() > 0:
-            # Several hits happen only with repeated sigmas; the first unconsumed one is the
-            # latest step we may have reached.
-            matches = [int(i) for i in idx.reshape(-1)]
-            later = [m for m in matches if m >= self.last_step]
-            self.last_step = later[0] if later else matches[-1]
+        self.last_step, _ = match_step(self.sample_sigmas, float(sigmas.reshape(-1)[0]), self.last_step)
         return self.last_step
 
     def wants_compute(self, step: int | None) -> bool:
@@ -185,6 +175,23 @@ class CacheState:
     def release(self) -> None:
         self.entries.clear()
         self.sample_sigmas = None
+
+
+def match_step(sample_sigmas: torch.Tensor, sigma: float, last: int) -> tuple[int, bool]:
+    """(step, matched) for an evaluation at ``sigma`` in a run over ``sample_sigmas``.
+
+    Steps are matched with ``isclose``; an unmatched sigma (a midpoint) belongs to the last
+    matched step. Only the evaluated sigmas (all but the last) are candidates: uni_pc
+    overwrites the final one in place. Repeated sigmas take the first match not before
+    the last step reached.
+    """
+    candidates = sample_sigmas[:-1]
+    hits = torch.nonzero(torch.isclose(candidates, torch.tensor(sigma, dtype=candidates.dtype), rtol=1e-4, atol=1e-7))
+    if hits.numel() == 0:
+        return last, False
+    matches = [int(i) for i in hits.reshape(-1)]
+    later = [m for m in matches if m >= last]
+    return (later[0] if later else matches[-1]), True
 
 
 def _signature(t: torch.Tensor) -> tuple:
@@ -388,7 +395,7 @@ def outer_sample_wrapper(executor, *args, **kwargs):
 
 def _publish(report: RunReport, config: CacheConfig) -> None:
     text = report.text()
-    log.info(text)
+    log.log(logging.DEBUG if config.quiet else logging.INFO, text)
     if config.on_report is not None:
         config.on_report(report)
     send_node_text(config.node_id, text)
@@ -419,7 +426,7 @@ def resolve_reuse(model: ModelPatcher, reuse: str) -> str:
 
 def apply_otcache(model: ModelPatcher, schedule: Schedule, reuse: str = "auto", cache_device: str = "model",
                   on_step_mismatch: str = "resample", node_id: str | None = None,
-                  on_report: Callable[[RunReport], None] | None = None) -> ModelPatcher:
+                  on_report: Callable[[RunReport], None] | None = None, quiet: bool = False) -> ModelPatcher:
     """Return a clone of ``model`` that samples with ``schedule``; ``model`` is left unchanged.
 
     Applying it to a model that already has OTCache replaces the earlier schedule.
@@ -432,7 +439,7 @@ def apply_otcache(model: ModelPatcher, schedule: Schedule, reuse: str = "auto", 
         raise OTCacheRuntimeError(f"on_step_mismatch must be one of {', '.join(STEP_MISMATCH)}, got {on_step_mismatch!r}")
     mode = resolve_reuse(model, reuse)
     patched = model.clone()
-    config = CacheConfig(schedule, mode, cache_device, on_step_mismatch, node_id, on_report)
+    config = CacheConfig(schedule, mode, cache_device, on_step_mismatch, node_id, on_report, quiet)
     patched.model_options["transformer_options"][WRAPPER_KEY] = config
     for kind in (comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL):
         patched.remove_wrappers_with_key(kind, WRAPPER_KEY)

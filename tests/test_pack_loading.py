@@ -8,7 +8,8 @@ import comfyui_otcache
 from host import REPO_ROOT
 
 EXPECTED_NODES = {"OTCacheCachedModel", "OTCacheDemoModel", "OTCacheBudgetSlider", "OTCacheSchedulePreset",
-                  "OTCacheScheduleFromText", "OTCacheScheduleLoad", "OTCacheScheduleSave"}
+                  "OTCacheScheduleFromText", "OTCacheScheduleLoad", "OTCacheScheduleSave", "OTCacheReference",
+                  "OTCacheAnchorSearch"}
 
 
 def registered_nodes():

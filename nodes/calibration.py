@@ -1,0 +1,619 @@
+"""Calibration sampling: record full-compute trajectories, replay tails with a schedule.
+
+Reusable building blocks for the OTCache Reference (stage 1) and the anchor search
+(stage 2). Everything samples through ComfyUI's own path (``comfy.sample.sample_custom``
+with a ``CFGGuider``, the KSampler's sigmas and noise), so what is measured is what a
+KSampler would run.
+
+- :func:`sample_with_schedule` runs one sampling, optionally with an OTCache schedule
+  (:func:`..cache_runtime.apply_otcache`, same reuse mode as the Cached Model), and
+  optionally starting at step ``i`` from a recorded latent ``x_i``.
+- :func:`record_trajectory` runs full compute and records, for each step ``i``, the
+  latent fed to step ``i`` (``x_i``, sampler space) and the model's denoised prediction.
+- :func:`calibrate` fills an :class:`..otcache_core.edge_costs.CostMatrix` (``global`` or
+  ``local``), saving it atomically every few edges; an interrupted run resumes.
+
+How a tail is replayed: the sampler is wrapped so that it starts from ``x_i`` instead of
+the noise-scaled latent ComfyUI would hand it, over the sigmas ``sigmas[i:]``. The noise
+and latent handed to ComfyUI are the full run's, so inpainting masks behave the same.
+For deterministic single-step samplers (euler, heun, dpm_2, ddim, ...) the replay without
+caching reproduces the recorded final latent exactly (:data:`EXACT_REPLAY_SAMPLERS`, and
+checked once per calibration). Multistep samplers (dpmpp_2m, uni_pc, ...) lose their
+history at the cut and ancestral/SDE samplers draw their noise afresh (same seed), so for
+them each edge is compared with a replay of the same tail without caching, which costs
+``N - i`` more evaluations per start step and seed.
+
+Step resolution while counting evaluations follows the runtime: an evaluation's sigma is
+matched against the run's sigmas (``isclose``); midpoints follow the last matched step.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+import folder_paths
+
+from ..otcache_core.edge_costs import CostMatrix, EdgeCostError, edge_evaluations, error, local_edge_costs
+from ..otcache_core.schedule import Schedule
+from .cache_runtime import WRAPPER_KEY, apply_otcache, match_step, resolve_reuse
+
+log = logging.getLogger("otcache")
+
+# Deterministic single-step samplers: a replay from x_i over sigmas[i:] repeats the full run.
+EXACT_REPLAY_SAMPLERS = frozenset({"euler", "heun", "dpm_2", "ddim", "euler_cfg_pp"})
+REPLAY_TOLERANCE = 1e-4  # relative L2; larger means the replay is not exact on this machine
+SAVE_EVERY_EDGES = 8
+SAVE_EVERY_SECONDS = 30.0
+
+
+class CalibrationError(RuntimeError):
+    """A calibration that cannot run (bad sampler or settings, unusable model)."""
+
+
+# ----------------------------------------------------------------- one sampling run
+
+
+class _Denoiser:
+    """Wraps the sampler's denoiser: counts computed evaluations, records x_i and denoised_i."""
+
+    def __init__(self, inner, sigmas: torch.Tensor, mask: Sequence[bool] | None, record: bool):
+        self.inner = inner
+        self.sigmas = sigmas.detach().to("cpu", torch.float64)
+        self.mask = mask
+        self.record = record
+        self.last = 0
+        self.evaluations = 0
+        self.xs: dict[int, torch.Tensor] = {}
+        self.denoised: dict[int, torch.Tensor] = {}
+
+    def __getattr__(self, name):  # samplers read model.inner_model...; only called for missing names
+        return getattr(self.__dict__["inner"], name)
+
+    def __call__(self, x, sigma, **kwargs):
+        step, exact = match_step(self.sigmas, float(sigma.reshape(-1)[0]), self.last)
+        self.last = step
+        if self.mask is None or self.mask[step]:
+            self.evaluations += 1
+        out = self.inner(x, sigma, **kwargs)
+        # The last evaluation at exactly sigma_i sees the state x_i: heun's corrector evaluates the
+        # *predicted* x at sigma_{i+1} first, and step i+1 then evaluates the real x_{i+1} there.
+        if self.record and exact:
+            device = comfy.model_management.intermediate_device()
+            self.xs[step] = x.detach().to(device, torch.float32, copy=True)
+            self.denoised[step] = out.detach().to(device, torch.float32, copy=True)
+        return out
+
+
+def _wrapped_sampler(sampler_name: str, denoisers: list, sigmas: torch.Tensor, mask, record: bool,
+                     start_x: torch.Tensor | None):
+    base = comfy.samplers.sampler_object(sampler_name)
+    if not isinstance(base, comfy.samplers.KSAMPLER):
+        raise CalibrationError(f"sampler {sampler_name!r} is not a k-diffusion sampler; calibration cannot wrap it")
+
+    def sampler_function(model_k, noise, run_sigmas, **kwargs):
+        denoiser = _Denoiser(model_k, sigmas, mask, record)
+        denoisers.append(denoiser)
+        x = noise
+        if start_x is not None:
+            if tuple(start_x.shape) != tuple(noise.shape):
+                raise CalibrationError(f"start latent has shape {tuple(start_x.shape)}, the sampler expects {tuple(noise.shape)}")
+            x = start_x.to(noise.device, noise.dtype, copy=True)
+        return base.sampler_function(denoiser, x, run_sigmas, **kwargs)
+
+    return comfy.samplers.KSAMPLER(sampler_function, base.extra_options, base.inpaint_options)
+
+
+@dataclasses.dataclass
+class RunResult:
+    """One sampling run: the final latent (as KSampler returns it) and what it cost."""
+
+    final: torch.Tensor
+    evaluations: int  # denoiser evaluations that ran the transformer
+    seconds: float
+    xs: list[torch.Tensor] | None = None  # recorded x_i (sampler space), full-compute runs only
+    denoised: list[torch.Tensor] | None = None
+
+
+@dataclasses.dataclass
+class Trajectory:
+    """A full-compute run: x_i and denoised_i for every step, the sigmas and the final latent."""
+
+    seed: int
+    sigmas: torch.Tensor  # (N + 1,) float64, cpu
+    xs: list[torch.Tensor]
+    denoised: list[torch.Tensor]
+    final: torch.Tensor
+    evaluations: int
+    seconds: float
+
+    @property
+    def steps(self) -> int:
+        return len(self.xs)
+
+    def directions(self) -> torch.Tensor:
+        """(N, ...) model outputs as ODE directions ``(x_t - denoised_t) / sigma_t`` (flow: the velocity)."""
+        out = []
+        for t, (x, d) in enumerate(zip(self.xs, self.denoised)):
+            sigma = float(self.sigmas[t])
+            out.append((x.double() - d.double()) / sigma if sigma > 0 else torch.zeros_like(x, dtype=torch.float64))
+        return torch.stack(out)
+
+
+@dataclasses.dataclass
+class SamplingSetup:
+    """Everything of a KSampler run except the seed: what calibration and search sample with."""
+
+    model: Any  # ModelPatcher
+    positive: list
+    negative: list
+    latent: dict
+    sampler_name: str
+    scheduler: str
+    steps: int
+    cfg: float
+
+    def __post_init__(self) -> None:
+        if self.sampler_name not in comfy.samplers.KSampler.SAMPLERS:
+            raise CalibrationError(f"unknown sampler {self.sampler_name!r}")
+        if self.scheduler not in comfy.samplers.KSampler.SCHEDULERS:
+            raise CalibrationError(f"unknown scheduler {self.scheduler!r}")
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise CalibrationError(f"steps must be a positive integer, got {self.steps!r}")
+        if not isinstance(self.latent, dict) or "samples" not in self.latent:
+            raise CalibrationError("latent must be a LATENT dict with 'samples'")
+        self._sigmas: torch.Tensor | None = None
+        self._latent_image: torch.Tensor | None = None
+
+    @property
+    def sigmas(self) -> torch.Tensor:
+        """The KSampler's N + 1 sigmas (cpu, float64), discard-penultimate samplers included."""
+        if self._sigmas is None:
+            ks = comfy.samplers.KSampler(self.model, steps=self.steps, device="cpu", sampler=self.sampler_name,
+                                         scheduler=self.scheduler, denoise=1.0, model_options=self.model.model_options)
+            self._sigmas = ks.sigmas.detach().to("cpu", torch.float64)
+        return self._sigmas
+
+    @property
+    def latent_image(self) -> torch.Tensor:
+        if self._latent_image is None:
+            self._latent_image = comfy.sample.fix_empty_latent_channels(
+                self.model, self.latent["samples"], self.latent.get("downscale_ratio_spacial"),
+                self.latent.get("downscale_ratio_temporal"))
+        return self._latent_image
+
+    def noise(self, seed: int) -> torch.Tensor:
+        return comfy.sample.prepare_noise(self.latent_image, seed, self.latent.get("batch_index"))
+
+    def sample(self, seed: int, schedule: Schedule | None = None, reuse: str = "auto", start_step: int = 0,
+               start_x: torch.Tensor | None = None, record: bool = False) -> RunResult:
+        return _run(self, seed, schedule, reuse, start_step, start_x, record)
+
+    def record(self, seed: int) -> Trajectory:
+        return record_trajectory_setup(self, seed)
+
+
+def _run(setup: SamplingSetup, seed: int, schedule: Schedule | None, reuse: str, start_step: int,
+         start_x: torch.Tensor | None, record: bool) -> RunResult:
+    """The one place every calibration sampling goes through (tests count calls here)."""
+    n = setup.steps
+    if not 0 <= start_step < n:
+        raise CalibrationError(f"start_step must be in 0..{n - 1}, got {start_step}")
+    if start_step > 0 and start_x is None:
+        raise CalibrationError("a run that starts after step 0 needs start_x, the recorded latent of that step")
+    sigmas = setup.sigmas[start_step:]
+    run_steps = int(sigmas.shape[0]) - 1
+    model = setup.model
+    mask = None
+    if schedule is not None:
+        if schedule.steps != run_steps:
+            raise CalibrationError(f"the schedule has {schedule.steps} steps; this run has {run_steps}")
+        if not schedule.is_full:
+            model = apply_otcache(setup.model, schedule, reuse=reuse, on_step_mismatch="error", quiet=True)
+            mask = schedule.mask
+    denoisers: list[_Denoiser] = []
+    sampler = _wrapped_sampler(setup.sampler_name, denoisers, sigmas, mask, record, start_x)
+    noise_mask = setup.latent.get("noise_mask")
+    start = time.perf_counter()
+    final = comfy.sample.sample_custom(model, setup.noise(seed), setup.cfg, sampler, sigmas.to(torch.float32),
+                                       setup.positive, setup.negative, setup.latent_image, noise_mask=noise_mask,
+                                       callback=None, disable_pbar=True, seed=seed)
+    seconds = time.perf_counter() - start
+    evaluations = sum(d.evaluations for d in denoisers)
+    result = RunResult(final, evaluations, seconds)
+    if record:
+        den = denoisers[-1]
+        missing = [i for i in range(run_steps) if i not in den.xs]
+        if missing:
+            raise CalibrationError(
+                f"sampler {setup.sampler_name!r} never evaluated the model at the sigma of step(s) {missing}; "
+                "it cannot be calibrated (pick a sampler without churn, e.g. euler)")
+        result.xs = [den.xs[i] for i in range(run_steps)]
+        result.denoised = [den.denoised[i] for i in range(run_steps)]
+    return result
+
+
+def record_trajectory_setup(setup: SamplingSetup, seed: int) -> Trajectory:
+    run = _run(setup, seed, None, "auto", 0, None, True)
+    return Trajectory(seed, setup.sigmas, run.xs, run.denoised, run.final, run.evaluations, run.seconds)
+
+
+def sample_with_schedule(model, positive, negative, latent: dict, seed: int, sampler_name: str, scheduler: str,
+                         steps: int, cfg: float, schedule: Schedule | None = None, reuse: str = "auto",
+                         start_step: int = 0, start_x: torch.Tensor | None = None) -> torch.Tensor:
+    """Final latent (``samples``) of a KSampler run, optionally with an OTCache schedule.
+
+    With ``start_step = i`` and ``start_x = x_i`` (from :func:`record_trajectory`) it runs
+    only the tail ``sigmas[i:]``, and ``schedule`` must then have ``steps - i`` steps.
+    """
+    setup = SamplingSetup(model, positive, negative, latent, sampler_name, scheduler, steps, cfg)
+    return setup.sample(seed, schedule, reuse, start_step, start_x).final
+
+
+def record_trajectory(model, positive, negative, latent: dict, seed: int, sampler_name: str, scheduler: str,
+                      steps: int, cfg: float) -> Trajectory:
+    """Full compute, recording the latent fed to each step and the model's prediction there."""
+    return SamplingSetup(model, positive, negative, latent, sampler_name, scheduler, steps, cfg).record(seed)
+
+
+def tail_schedule(steps: int, i: int, j: int) -> Schedule:
+    """The schedule of edge ``i -> j``'s tail run over ``steps - i`` steps.
+
+    Computes tail step 0 (= step i) and tail steps ``j-i .. steps-1-i``; skips ``1 .. j-i-1``.
+    """
+    n = steps - i
+    return Schedule(n, (0, *range(j - i, n)), source="custom")
+
+
+# ----------------------------------------------------------------- the calibration loop
+
+
+@dataclasses.dataclass
+class CalibrationStats:
+    """What one call of :func:`calibrate` did (a resumed run counts only its own work)."""
+
+    runs: int = 0
+    evaluations: int = 0
+    seconds: float = 0.0
+    edges: int = 0  # (seed, edge) costs measured
+    recorded: int = 0  # full-compute trajectories recorded
+    exact_replay: bool | None = None
+    saves: int = 0
+
+
+def _seed_value(seed: int, index: int) -> int:
+    return (int(seed) + index) % (2 ** 64)
+
+
+def _final_key(index: int) -> str:
+    return f"final_{index}"
+
+
+def _check_interrupt() -> None:
+    comfy.model_management.throw_exception_if_processing_interrupted()
+
+
+def _planned_evaluations(matrix: CostMatrix, exact: bool) -> int:
+    n = matrix.steps
+    total = 0
+    for s in range(matrix.seeds):
+        pending = matrix.pending(s)
+        if pending or _final_key(s) not in matrix.extras:
+            total += n
+        if matrix.edge_cost == "global":
+            total += sum(edge_evaluations(n, i, j) for _, i, j in pending)
+            if not exact:
+                total += sum(n - i for i in sorted({i for _, i, _ in pending}))
+    return total
+
+
+def replay_is_exact(setup: SamplingSetup, trajectory: Trajectory) -> tuple[bool, RunResult | None]:
+    """Replay the last 3 steps without caching from the recorded latent; compare the final latents.
+
+    Returns (exact, the check's run). Costs 3 evaluations per step of a one-eval sampler.
+    """
+    i = max(0, setup.steps - 3)
+    if i == 0:
+        return True, None
+    run = setup.sample(trajectory.seed, None, start_step=i, start_x=trajectory.xs[i])
+    return error(run.final, trajectory.final) <= REPLAY_TOLERANCE, run
+
+
+def calibrate(setup: SamplingSetup, seed: int, matrix: CostMatrix, reuse: str = "auto", *,
+              path: str | Path | None = None, progress: Callable[[int, int], None] | None = None,
+              status: Callable[[str], None] | None = None, save_every: int = SAVE_EVERY_EDGES,
+              save_seconds: float = SAVE_EVERY_SECONDS) -> CalibrationStats:
+    """Measure every pending edge of ``matrix`` (seeds ``seed, seed+1, ...``); resumable.
+
+    ``matrix.edge_cost`` picks the method (module docstring of ``otcache_core.edge_costs``).
+    With ``path`` the matrix is saved atomically after each recorded seed, every
+    ``save_every`` edges or ``save_seconds`` seconds, at the end, and when an exception
+    (an interrupt) stops the loop. ``progress(done, total)`` counts evaluations;
+    ComfyUI's interrupt flag is checked before every run.
+    """
+    if matrix.steps != setup.steps:
+        raise CalibrationError(f"the cost matrix has {matrix.steps} steps, the sampler {setup.steps}")
+    mode = resolve_reuse(setup.model, reuse)
+    stats = CalibrationStats()
+    n = setup.steps
+    exact = setup.sampler_name in EXACT_REPLAY_SAMPLERS
+    total = max(_planned_evaluations(matrix, exact), 1)
+    done = 0
+    started = time.perf_counter()
+    last_save = started
+    unsaved = 0
+
+    def account(run) -> None:
+        nonlocal done
+        stats.runs += 1
+        stats.evaluations += run.evaluations
+        done += run.evaluations
+        if progress is not None:
+            progress(min(done, total), total)
+
+    base = {name: matrix.info.get(name, 0) for name in ("evaluations", "seconds", "runs")}
+
+    def save(force: bool = False) -> None:
+        nonlocal last_save, unsaved
+        if path is None or not (force or unsaved >= save_every or time.perf_counter() - last_save >= save_seconds):
+            return
+        matrix.info["evaluations"] = int(base["evaluations"]) + stats.evaluations
+        matrix.info["seconds"] = float(base["seconds"]) + (time.perf_counter() - started)
+        matrix.info["runs"] = int(base["runs"]) + stats.runs
+        matrix.save(path)
+        stats.saves += 1
+        last_save = time.perf_counter()
+        unsaved = 0
+
+    if progress is not None:
+        progress(0, total)
+    try:
+        for s in range(matrix.seeds):
+            pending = matrix.pending(s)
+            if not pending and _final_key(s) in matrix.extras:
+                continue
+            _check_interrupt()
+            seed_s = _seed_value(seed, s)
+            trajectory = record_trajectory_setup(setup, seed_s)
+            stats.recorded += 1
+            matrix.extras[_final_key(s)] = trajectory.final.detach().to("cpu", torch.float32)
+            if matrix.edge_cost == "local":
+                matrix.record_seed(s, local_edge_costs(trajectory.directions(), trajectory.sigmas, matrix.max_skip))
+                stats.edges += len(pending)
+                unsaved += len(pending)
+            # Store first, then report: a progress hook may raise to cancel, and the work is kept.
+            account(trajectory)
+            if matrix.edge_cost == "local":
+                save(force=True)
+                continue
+            if pending and exact and stats.exact_replay is None:
+                _check_interrupt()
+                stats.exact_replay, check_run = replay_is_exact(setup, trajectory)
+                if check_run is not None:
+                    account(check_run)
+                if not stats.exact_replay:
+                    log.warning("OTCache calibration: replaying %s from a recorded latent does not reproduce the "
+                                "full run on this machine; comparing each edge with an uncached tail replay instead",
+                                setup.sampler_name)
+                    exact = False
+                    total = max(total, done + _planned_evaluations(matrix, exact))
+            save(force=True)
+            reference_i = None
+            reference = trajectory.final
+            for _, i, j in pending:
+                if not exact and reference_i != i:
+                    _check_interrupt()
+                    run = setup.sample(seed_s, None, start_step=i, start_x=trajectory.xs[i])
+                    reference, reference_i = run.final, i
+                    account(run)
+                _check_interrupt()
+                run = setup.sample(seed_s, tail_schedule(n, i, j), mode, start_step=i, start_x=trajectory.xs[i])
+                matrix.record(s, i, j, error(run.final, reference))
+                stats.edges += 1
+                unsaved += 1
+                account(run)
+                if status is not None:
+                    status(f"OTCache calibration: {matrix.edges_done}/{matrix.edges_total} edge runs, "
+                           f"{stats.evaluations} evaluations, {time.perf_counter() - started:.1f} s")
+                save()
+    finally:
+        stats.seconds = time.perf_counter() - started
+        matrix.info["evaluations"] = int(base["evaluations"]) + stats.evaluations
+        matrix.info["seconds"] = float(base["seconds"]) + stats.seconds
+        matrix.info["runs"] = int(base["runs"]) + stats.runs
+        if path is not None:
+            save(force=True)
+    return stats
+
+
+def measure_schedule(setup: SamplingSetup, seed: int, schedule: Schedule, references: Sequence[torch.Tensor],
+                     reuse: str = "auto") -> tuple[list[float], int]:
+    """Final-latent error of ``schedule`` against full compute, per calibration seed; and evaluations spent."""
+    errors, evaluations = [], 0
+    for s, reference in enumerate(references):
+        _check_interrupt()
+        run = setup.sample(_seed_value(seed, s), schedule, reuse)
+        evaluations += run.evaluations
+        errors.append(error(run.final, reference))
+    return errors, evaluations
+
+
+# ----------------------------------------------------------------- cache key and location
+
+
+def _hash_tensor(h, t: Any, max_elements: int | None = None) -> None:
+    if getattr(t, "is_nested", False) and hasattr(t, "unbind"):
+        for part in t.unbind():
+            _hash_tensor(h, part, max_elements)
+        return
+    h.update(f"T{tuple(t.shape)}{t.dtype}".encode())
+    try:
+        flat = t.detach().reshape(-1)
+        if max_elements is not None and flat.numel() > max_elements:
+            flat = flat[:: math.ceil(flat.numel() / max_elements)]
+        h.update(flat.to("cpu", torch.float32).contiguous().numpy().tobytes())
+    except Exception:  # quantized or otherwise unreadable weights: shape and dtype only
+        h.update(b"?")
+
+
+def _hash_value(h, value: Any, depth: int = 0) -> None:
+    if isinstance(value, torch.Tensor) or getattr(value, "is_nested", False):
+        _hash_tensor(h, value, 1 << 20)
+    elif isinstance(value, dict):
+        h.update(b"{")
+        for key in sorted(value, key=str):
+            h.update(str(key).encode())
+            _hash_value(h, value[key], depth + 1)
+        h.update(b"}")
+    elif isinstance(value, (list, tuple)):
+        h.update(b"[")
+        for item in value:
+            _hash_value(h, item, depth + 1)
+        h.update(b"]")
+    elif value is None or isinstance(value, (bool, int, float, str)):
+        h.update(repr(value).encode())
+    else:  # control nets, hooks, ...: their type and their tensors, one level deep
+        h.update(f"<{type(value).__module__}.{type(value).__qualname__}>".encode())
+        if depth < 3:
+            for key, item in sorted(getattr(value, "__dict__", {}).items()):
+                if isinstance(item, torch.Tensor):
+                    h.update(key.encode())
+                    _hash_tensor(h, item, 1 << 16)
+
+
+def _hash_patch_data(h, data: Any, depth: int = 0) -> None:
+    """LoRA and other weight patches: their types and a sample of their tensors."""
+    h.update(type(data).__qualname__.encode())
+    if isinstance(data, torch.Tensor):
+        _hash_tensor(h, data, 1024)
+    elif isinstance(data, (list, tuple)) and depth < 3:
+        for item in data:
+            _hash_patch_data(h, item, depth + 1)
+    elif hasattr(data, "weights") and depth < 3:  # comfy.weight_adapter adapters
+        _hash_patch_data(h, data.weights, depth + 1)
+    elif isinstance(data, (int, float, str)) or data is None:
+        h.update(repr(data).encode())
+
+
+def _callable_name(f: Any) -> str:
+    return f"{getattr(f, '__module__', '')}.{getattr(f, '__qualname__', type(f).__qualname__)}"
+
+
+def model_fingerprint(model) -> str:
+    """An id-independent hash of a ModelPatcher: class, sampled weights, patches, wrappers."""
+    h = hashlib.sha256()
+    diffusion_model = model.get_model_object("diffusion_model")
+    h.update(type(model.model).__qualname__.encode())
+    h.update(type(diffusion_model).__qualname__.encode())
+    state = diffusion_model.state_dict()
+    names = sorted(state)
+    picks = sorted({names[round(k * (len(names) - 1) / 7)] for k in range(8)}) if names else []
+    backup = getattr(model, "backup", {}) or {}
+    for name in picks:
+        h.update(name.encode())
+        # A loaded model holds its patches (LoRAs) merged into the weights; hash the original
+        # weight (kept in the patcher's backup), the patches are hashed below.
+        saved = backup.get(f"diffusion_model.{name}")
+        _hash_tensor(h, saved.weight if saved is not None else state[name], 4096)
+    h.update(f"params={sum(int(t.numel()) for t in state.values())}".encode())
+    for key in sorted(getattr(model, "patches", {})):
+        h.update(f"patch:{key}".encode())
+        for patch in model.patches[key]:
+            # (strength_patch, data, strength_model, offset, function)
+            h.update(repr([p for k, p in enumerate(patch) if k != 1 and isinstance(p, (int, float, str, tuple, type(None)))]).encode())
+            _hash_patch_data(h, patch[1] if len(patch) > 1 else None)
+    for key in sorted(getattr(model, "object_patches", {})):
+        h.update(f"object:{key}:{type(model.object_patches[key]).__qualname__}".encode())
+    options = model.model_options
+    to = options.get("transformer_options", {})
+    for name in sorted(to.get("patches", {})):
+        h.update(f"tp:{name}:{[_callable_name(f) for f in to['patches'][name]]}".encode())
+    for name, patches in sorted(to.get("patches_replace", {}).items()):
+        h.update(f"tr:{name}:{sorted(map(str, patches))}".encode())
+    for kind, by_key in sorted(to.get("wrappers", {}).items()):
+        h.update(f"tw:{kind}:{sorted(by_key)}".encode())
+    for name in ("model_function_wrapper", "sampler_cfg_function"):
+        if options.get(name) is not None:
+            h.update(f"{name}:{_callable_name(options[name])}".encode())
+    for name in ("sampler_post_cfg_function", "sampler_pre_cfg_function"):
+        h.update(f"{name}:{[_callable_name(f) for f in options.get(name, [])]}".encode())
+    return h.hexdigest()
+
+
+def setup_fingerprint(setup: SamplingSetup, seeds: Sequence[int], reuse: str = "auto") -> str:
+    """sha256 (hex) of everything a measurement on ``setup`` depends on, for these seeds and reuse mode.
+
+    Model (:func:`model_fingerprint`), sampler, scheduler, steps, cfg, the sigmas, both
+    conditionings, the latent (content, noise mask, batch index), the seeds and the reuse
+    mode. Object identity plays no part, so it is stable across ComfyUI restarts.
+    """
+    h = hashlib.sha256()
+    h.update(json.dumps({
+        "format": "otcache.setup", "version": 1, "model": model_fingerprint(setup.model),
+        "sampler": setup.sampler_name, "scheduler": setup.scheduler, "steps": setup.steps,
+        "cfg": float(setup.cfg), "seeds": [int(s) for s in seeds], "reuse": reuse,
+    }, sort_keys=True).encode())
+    _hash_tensor(h, setup.sigmas)
+    for name, cond in (("positive", setup.positive), ("negative", setup.negative)):
+        h.update(name.encode())
+        _hash_value(h, cond)
+    h.update(b"latent")
+    _hash_tensor(h, setup.latent_image, 1 << 22)
+    for name in ("noise_mask", "batch_index"):
+        h.update(name.encode())
+        _hash_value(h, setup.latent.get(name))
+    return h.hexdigest()
+
+
+def calibration_key(setup: SamplingSetup, seed: int, seeds: int, edge_cost: str, max_skip: int, reuse: str) -> str:
+    """File key of a calibration: the setup, seeds ``seed .. seed+seeds-1``, reuse, edge cost, window.
+
+    The budget and the objective are not in it: one matrix serves them all.
+    """
+    fields = {
+        "format": "otcache.calibration.key", "version": 1, "edge_cost": edge_cost, "max_skip": int(max_skip),
+        "setup": setup_fingerprint(setup, [_seed_value(seed, s) for s in range(int(seeds))], reuse),
+    }
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def calibration_dir() -> Path:
+    """``<ComfyUI user directory>/otcache/calibration``."""
+    return Path(folder_paths.get_user_directory()) / "otcache" / "calibration"
+
+
+def calibration_path(key: str) -> Path:
+    return calibration_dir() / f"{key}.safetensors"
+
+
+def load_or_new(path: Path, steps: int, max_skip: int, seeds: int, edge_cost: str,
+                info: dict | None = None) -> CostMatrix:
+    """The saved matrix at ``path`` if it fits these settings, else a new empty one."""
+    if path.is_file():
+        try:
+            matrix = CostMatrix.load(path)
+        except EdgeCostError as exc:
+            log.warning("OTCache: ignoring unreadable calibration file (%s); starting over", exc)
+        else:
+            if matrix.matches(steps, max_skip, seeds, edge_cost):
+                return matrix
+            log.warning("OTCache: calibration file %s was made for other settings; starting over", path)
+    return CostMatrix.new(steps, max_skip, seeds, edge_cost, info)
+
+
+def check_uncached(model) -> None:
+    """A model that already has an OTCache schedule would calibrate against a cached 'full' run."""
+    if WRAPPER_KEY in model.model_options.get("transformer_options", {}):
+        raise CalibrationError(
+            "this model already has an OTCache schedule applied (OTCache Cached Model). Connect the model "
+            "from before the Cached Model node: calibration needs full compute.")
