@@ -11,7 +11,7 @@ import hashlib
 
 from comfy_api.latest import io
 
-from .tiny_models import FAMILIES, build_tiny_model, tiny_conditioning, tiny_latent
+from .tiny_models import FAMILIES, TINY_SPECS, LatentRGBDecoder, build_tiny_model, tiny_conditioning, tiny_latent
 
 DEMO_CATEGORY = "OTCache/demo"
 
@@ -31,7 +31,7 @@ class OTCacheDemoModel(io.ComfyNode):
             category=DEMO_CATEGORY,
             description=(
                 "A tiny real ComfyUI diffusion model (seeded random weights) with text conditioning and an "
-                "empty latent, so an OTCache graph runs without any download. Its images are noise-like: use "
+                "empty latent and a fixed latent-to-RGB decoder, so an OTCache graph runs without any download. Its images are noise-like: use "
                 "it to try the nodes and check call counts, not to judge quality."
             ),
             inputs=[
@@ -50,6 +50,7 @@ class OTCacheDemoModel(io.ComfyNode):
                 io.Conditioning.Output(display_name="positive", tooltip="Embedding of the positive text."),
                 io.Conditioning.Output(display_name="negative", tooltip="Embedding of the negative text."),
                 io.Latent.Output(display_name="LATENT", tooltip="An empty latent of the model's layout."),
+                io.Vae.Output(display_name="VAE", tooltip="A fixed latent-to-RGB decoder (8x upscale) for VAEDecode and the anchor search."),
             ],
         )
 
@@ -57,4 +58,6 @@ class OTCacheDemoModel(io.ComfyNode):
     def execute(cls, family, weight_seed, positive, negative, width, height, batch_size) -> io.NodeOutput:
         model = build_tiny_model(family, seed=weight_seed, scale=0.5)
         latent = tiny_latent(family, batch=batch_size, height=height // 8, width=width // 8)
-        return io.NodeOutput(model, prompt_conditioning(family, positive), prompt_conditioning(family, negative), latent)
+        decoder = LatentRGBDecoder(TINY_SPECS[family].latent_channels, seed=weight_seed)
+        return io.NodeOutput(model, prompt_conditioning(family, positive), prompt_conditioning(family, negative), latent,
+                             decoder)

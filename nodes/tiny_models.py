@@ -107,3 +107,28 @@ def tiny_latent(family: str, batch: int = 1, height: int = 8, width: int = 8, fr
     else:
         samples = torch.zeros(batch, spec.latent_channels, height, width)
     return {"samples": samples}
+
+
+class LatentRGBDecoder:
+    """A fixed decoder from latent to RGB, standing in for a VAE with tiny models.
+
+    Each latent pixel becomes an 8x8 block whose colour is ``sigmoid(P z)``, with ``P`` a
+    seeded 3 x C projection: deterministic, smooth in the latent, and cheap. It has the
+    one method ComfyUI's VAEDecode calls: ``decode(samples) -> [B, H, W, 3]`` (videos
+    ``[B, T, H, W, 3]``), values in [0, 1].
+    """
+
+    upscale = 8
+
+    def __init__(self, channels: int = 16, seed: int = 0):
+        gen = torch.Generator().manual_seed(seed)
+        self.projection = torch.randn(3, channels, generator=gen) / math.sqrt(channels)
+
+    def decode(self, samples: torch.Tensor) -> torch.Tensor:
+        z = samples.float().cpu()
+        rgb = torch.sigmoid(torch.einsum("oc,bc...->bo...", self.projection, z))
+        if rgb.ndim == 5:  # [B, 3, T, H, W] -> [B, T, H, W, 3]
+            rgb = rgb.repeat_interleave(self.upscale, -1).repeat_interleave(self.upscale, -2)
+            return rgb.permute(0, 2, 3, 4, 1).contiguous()
+        rgb = rgb.repeat_interleave(self.upscale, -1).repeat_interleave(self.upscale, -2)
+        return rgb.permute(0, 2, 3, 1).contiguous()

@@ -1,0 +1,237 @@
+"""OTCache Anchor Search (stage 2): the best schedule at an extreme budget, scored end to end.
+
+Each candidate schedule is sampled on the calibration seeds, decoded with the VAE and
+compared with the full-compute image of the same seed and conditioning by LPIPS (or a
+stated fallback when the LPIPS weights cannot be loaded). The Optuna study lives in an
+SQLite file in ComfyUI's user directory by default, named from everything the result
+depends on, so running the node again resumes it; any Optuna storage URL (PostgreSQL)
+lets several ComfyUI machines work on one study.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from comfy_api.latest import io
+from safetensors.torch import load_file, save_file
+
+import comfy.model_management
+import comfy.samplers
+import comfy.utils
+import folder_paths
+
+from ..otcache_core.anchor import search, study_name_for
+from ..otcache_core.perceptual import ImageMetric, load_metric, subsample_frames
+from ..otcache_core.schedule import Schedule
+from ..otcache_core.warp import resample, schedule_from_warp, warp
+from .cache_runtime import REUSE_MODES, resolve_reuse
+from .calibration import SamplingSetup, setup_fingerprint
+from .plots import labelled_row, trials_plot
+from .types import CATEGORY, OTSchedule
+from .ui_text import send_node_text
+
+log = logging.getLogger("otcache")
+
+MAX_FRAMES = 8  # frames per decoded video compared (evenly spaced)
+
+
+def default_budget(steps: int) -> int:
+    """About N/7 (the paper's extreme budget), at least 2."""
+    return max(2, round(steps / 7))
+
+
+def studies_dir() -> Path:
+    return Path(folder_paths.get_user_directory()) / "otcache" / "anchor"
+
+
+def default_storage() -> str:
+    path = studies_dir() / "studies.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def decode_frames(vae, samples: torch.Tensor, max_frames: int = MAX_FRAMES) -> list[torch.Tensor]:
+    """Per batch item, the decoded image(s) ``[F, H, W, 3]``; videos subsampled to ``max_frames``."""
+    images = vae.decode(samples)
+    if images.ndim == 5:  # video: [B, F, H, W, 3]
+        return [subsample_frames(item, max_frames) for item in images]
+    return [item[None] for item in images]
+
+
+@dataclasses.dataclass
+class Objective:
+    """Mean image distance to full compute over the calibration seeds (lower is better)."""
+
+    setup: SamplingSetup
+    vae: Any
+    seeds: list[int]
+    reuse: str
+    metric: ImageMetric
+    references: dict[int, list[torch.Tensor]]  # seed -> decoded full-compute frames per batch item
+    sampling_runs: int = 0
+    evaluations: int = 0
+
+    def images(self, seed: int, schedule: Schedule | None) -> list[torch.Tensor]:
+        run = self.setup.sample(seed, schedule, self.reuse)
+        self.sampling_runs += 1
+        self.evaluations += run.evaluations
+        return decode_frames(self.vae, run.final)
+
+    def __call__(self, schedule: Schedule) -> float:
+        distances = []
+        for seed in self.seeds:
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            for got, want in zip(self.images(seed, schedule), self.references[seed]):
+                distances.append(float(self.metric(got, want).mean()))
+        return sum(distances) / len(distances)
+
+
+def full_compute_references(setup: SamplingSetup, vae, seeds: list[int], cache_path: Path,
+                            objective_factory) -> dict[int, list[torch.Tensor]]:
+    """Decoded full-compute images per seed, computed once per study and kept next to it."""
+    references: dict[int, list[torch.Tensor]] = {}
+    if cache_path.is_file():
+        saved = load_file(str(cache_path))
+        for seed in seeds:
+            keys = sorted((k for k in saved if k.startswith(f"{seed}/")), key=lambda k: int(k.split("/")[1]))
+            if keys:
+                references[seed] = [saved[k] for k in keys]
+    missing = [s for s in seeds if s not in references]
+    if missing:
+        for seed in missing:
+            references[seed] = objective_factory.images(seed, None)
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_path.with_suffix(".tmp")
+        save_file({f"{s}/{i}": t.contiguous() for s, frames in references.items() for i, t in enumerate(frames)},
+                  str(tmp))
+        os.replace(tmp, cache_path)
+    return references
+
+
+def run_anchor_search(model, vae, positive, negative, latent_image: dict, seed: int, seeds: int, sampler_name: str,
+                      scheduler: str, steps: int, cfg: float, reference: Schedule, budget: int = 0, trials: int = 30,
+                      storage: str = "", reuse: str = "auto", metric: str = "lpips", knots: int = 5,
+                      node_id: str | None = None, lpips_factory=None):
+    """The node's work, callable from Python: returns (anchor, comparison IMAGE, trials IMAGE, summary text)."""
+    if not isinstance(reference, Schedule):
+        raise ValueError("reference must be an OTCache schedule (from a preset, the Reference node or text)")
+    if seeds < 1:
+        raise ValueError(f"seeds must be at least 1, got {seeds}")
+    budget = budget or default_budget(steps)
+    mode = resolve_reuse(model, reuse)
+    setup = SamplingSetup(model, positive, negative, latent_image, sampler_name, scheduler, steps, cfg)
+    reference_n = reference if reference.steps == steps else resample(reference, steps)
+    if budget >= reference_n.budget:
+        raise ValueError(
+            f"the anchor budget ({budget}) must be below the reference's ({reference_n.budget} of {steps} steps): "
+            "the anchor is the cheap end of the slider. Lower the budget, or use a reference with more computed steps.")
+    seed_list = [seed + k for k in range(seeds)]
+    image_metric = load_metric(metric, lpips_factory=lpips_factory)
+    name = study_name_for(setup=setup_fingerprint(setup, seed_list, reuse=mode), budget=budget, knots=knots,
+                          metric=image_metric.name, reference=str(reference_n))
+    url = storage.strip() or default_storage()
+    objective = Objective(setup, vae, seed_list, mode, image_metric, {})
+    objective.references = full_compute_references(setup, vae, seed_list, studies_dir() / f"{name}.full.safetensors",
+                                                   objective)
+
+    bar = comfy.utils.ProgressBar(trials, node_id=node_id)
+    values: list[float] = []
+
+    def on_trial(number, schedule, value, best_schedule, best_value):
+        values.append(value)
+        bar.update_absolute(min(len(values), trials), trials)
+        send_node_text(node_id, f"trial {len(values)}/{trials}: {value:.4g} ({schedule})\n"
+                                f"best so far {best_value:.4g}: {best_schedule}")
+
+    anchor, study = search(objective, steps, budget, reference=reference_n, trials=trials, seed=seed, storage=url,
+                           study_name=name, knots=knots, on_trial=on_trial,
+                           should_stop=comfy.model_management.processing_interrupted)
+    comfy.model_management.throw_exception_if_processing_interrupted()
+    anchor = anchor.with_metadata(
+        model=reference.model, sampler=sampler_name, scheduler=scheduler,
+        metrics={**anchor.metrics, "metric": image_metric.name, "metric_note": image_metric.note,
+                 "sampling_runs": objective.sampling_runs, "evaluations": objective.evaluations},
+        params={**anchor.params, "storage": "default sqlite" if not storage.strip() else "custom",
+                "reuse": mode, "seeds": seed_list})
+
+    reference_at_budget = schedule_from_warp(warp(reference_n), budget, steps)
+    first = seed_list[0]
+    row = labelled_row(
+        [objective.references[first][0][0], objective.images(first, reference_at_budget)[0][0],
+         objective.images(first, anchor)[0][0]],
+        [f"full compute\n{steps}/{steps} steps", f"reference warp\n{budget}/{steps} steps",
+         f"anchor\n{budget}/{steps} steps"])
+    all_values = [t.value for t in study.trials if t.value is not None]
+    plot = trials_plot(all_values, f"anchor search: {len(all_values)} trials, K={budget} of N={steps}",
+                       image_metric.name)
+    lines = [f"anchor {anchor} (K={budget}/N={steps}, {anchor.speedup:.2f}x)",
+             f"{image_metric.name} {anchor.metrics['objective']:.4g} vs full compute, mean of {len(seed_list)} seed(s)",
+             f"trials {anchor.metrics['trials']} (objective called {anchor.metrics['objective_calls']}x this run), "
+             f"{objective.sampling_runs} sampling runs, study {name}"]
+    if image_metric.note:
+        lines.append(f"NOTE: {image_metric.note}")
+    return anchor, row, plot, "\n".join(lines)
+
+
+class OTCacheAnchorSearch(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="OTCacheAnchorSearch",
+            display_name="OTCache Anchor Search",
+            category=CATEGORY,
+            description=(
+                "Stage 2 of OTCache: searches the best schedule at an extreme budget (about N/7) with Optuna, "
+                "scoring each candidate end to end: sample, decode, LPIPS against full compute. The study is "
+                "saved as it goes, so cancelling or restarting resumes it. Feed its output to the Budget "
+                "Slider's anchor."),
+            inputs=[
+                io.Model.Input("model", tooltip="The model to search for; the same one the Cached Model will run."),
+                io.Vae.Input("vae", tooltip="Decodes samples so candidates are judged on pixels."),
+                io.Conditioning.Input("positive", tooltip="Calibration prompt (positive)."),
+                io.Conditioning.Input("negative", tooltip="Calibration prompt (negative)."),
+                io.Latent.Input("latent_image", tooltip="Calibration latent: its size should match what you will sample."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=False,
+                             tooltip="First calibration seed; also seeds the search (same inputs, same study)."),
+                io.Int.Input("seeds", default=2, min=1, max=16, tooltip="Calibration seeds (seed, seed+1, ...) averaged per candidate."),
+                io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default="euler",
+                               tooltip="The sampler you will use."),
+                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="simple",
+                               tooltip="The scheduler you will use."),
+                io.Int.Input("steps", default=28, min=2, max=1000, tooltip="The step count you will sample with."),
+                io.Float.Input("cfg", default=3.5, min=0.0, max=100.0, step=0.1, round=0.01, tooltip="CFG as in your KSampler."),
+                OTSchedule.Input("reference", tooltip="The reference schedule (Reference node or a preset); enqueued as the first candidate."),
+                io.Int.Input("budget", default=0, min=0, max=1000, tooltip="Computed steps of the anchor; 0 = about steps/7."),
+                io.Int.Input("trials", default=30, min=1, max=1000, tooltip="Completed trials the study should reach; repeated schedules cost nothing."),
+                io.String.Input("storage", default="", optional=True, tooltip=(
+                    "Optuna storage URL. Empty: an SQLite file in ComfyUI's user directory. A PostgreSQL URL "
+                    "(postgresql://user@host/db) lets several ComfyUI machines work on one study.")),
+                io.Combo.Input("reuse", options=list(REUSE_MODES), default="auto", advanced=True,
+                               tooltip="Reuse mode to measure; use the one the Cached Model will run."),
+                io.Combo.Input("metric", options=["lpips", "ssim"], default="lpips", advanced=True, tooltip=(
+                    "lpips: LPIPS (AlexNet), as in the paper; falls back to 1 - SSIM, and says so, when its weights "
+                    "cannot be loaded. ssim: 1 - SSIM directly.")),
+            ],
+            outputs=[
+                OTSchedule.Output(display_name="anchor", tooltip="The best schedule found; its LPIPS is in its metrics."),
+                io.Image.Output(display_name="comparison", tooltip="Full compute, the reference's warp at the anchor budget, and the anchor, for the first seed."),
+                io.Image.Output(display_name="trials", tooltip="Objective per trial and the best so far."),
+            ],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, model, vae, positive, negative, latent_image, seed, seeds, sampler_name, scheduler, steps, cfg,
+                reference, budget=0, trials=30, storage="", reuse="auto", metric="lpips") -> io.NodeOutput:
+        node_id = cls.hidden.unique_id if cls.hidden is not None else None
+        anchor, comparison, plot, text = run_anchor_search(
+            model, vae, positive, negative, latent_image, seed, seeds, sampler_name, scheduler, steps, cfg, reference,
+            budget=budget, trials=trials, storage=storage or "", reuse=reuse, metric=metric, node_id=node_id)
+        log.info("OTCache anchor search: %s", text.replace("\n", "; "))
+        send_node_text(node_id, text)
+        return io.NodeOutput(anchor, comparison, plot, ui={"text": [text], "otcache_schedule": [anchor.to_dict()]})
