@@ -1,0 +1,269 @@
+"""HTTP routes for the frontend extension (``web/otcache.js``): live schedule previews.
+
+The browser cannot evaluate the graph, and the schedule math stays in Python, so the
+Budget Slider's strip and predicted speedup are computed here while the slider is
+dragged, before anything is queued.
+
+``POST /otcache/preview`` (also ``/api/otcache/preview``) -- the Budget Slider's output::
+
+    {"reference": SOURCE, "anchor": SOURCE, "speedup": 2.5, "steps": 0, "mapping": "linear"}
+
+``POST /otcache/schedule`` -- one schedule, e.g. what a Preset or Text node will output::
+
+    {"schedule": SOURCE}
+
+A SOURCE names a schedule the way the upstream node holds it:
+
+- a string: the compact form ``"50:0-10,12,49"`` or a schedule JSON text (what
+  OTCache Schedule (Text) holds in its ``text`` widget, or the compact string the
+  frontend cached from any node's last run);
+- ``{"text": "..."}``: the same, explicitly;
+- ``{"preset": "lemica-flux1-dev-50-26"}``: a shipped preset (OTCache Schedule Preset's
+  widget value), resolved here;
+- a schedule JSON object (``{"format": "otcache.schedule", ...}``).
+
+``steps`` (0 = the reference's step count) and ``mapping`` are the slider's other
+widgets and are optional. The preview runs ``OTCacheBudgetSlider.execute`` itself, so it
+gives exactly the schedule (and the error messages) the node gives when queued.
+
+Answer (200)::
+
+    {"schedule": "50:0,1,...", "steps": 50, "budget": 20, "speedup": 2.5,
+     "mask": [1, 1, 0, ...], "text": "<what the node shows>", ...}
+
+plus, for a preview, ``requested_speedup``, ``max_speedup`` (the anchor's speedup),
+``lambda``, ``segment``, ``mapping``, ``reference``, ``anchor`` and, when something was
+resampled, ``note``. Invalid input gets ``{"error": message}`` with status 400; an
+unexpected failure is logged and answered ``{"error": message}`` with status 500. No
+traceback is ever sent.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from ..otcache_core.interpolate import MAPPINGS, budget_range
+from ..otcache_core.presets import load_preset
+from ..otcache_core.schedule import COMPACT_FORM_HINT, Schedule, ScheduleError
+
+log = logging.getLogger(__name__)
+
+PREVIEW_PATH = "/otcache/preview"
+SCHEDULE_PATH = "/otcache/schedule"
+MAX_STEPS = 10000  # the Budget Slider's steps widget maximum; bounds the work per request
+MAX_SOURCE_CHARS = 200_000
+PREVIEW_KEYS = ("reference", "anchor", "speedup", "steps", "mapping")
+SCHEDULE_KEYS = ("schedule",)
+
+_registered = False
+
+
+class RequestError(ValueError):
+    """A request the routes answer with status 400 and this message."""
+
+
+# ---------------------------------------------------------------- request parsing
+
+
+def _check_keys(payload: Any, allowed: tuple[str, ...], required: tuple[str, ...]) -> Mapping[str, Any]:
+    if not isinstance(payload, Mapping):
+        raise RequestError(f"the request body must be a JSON object with keys {', '.join(allowed)}; got {type(payload).__name__}")
+    unknown = sorted(str(key) for key in payload if key not in allowed)
+    if unknown:
+        raise RequestError(f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+    missing = [key for key in required if payload.get(key) is None]
+    if missing:
+        raise RequestError(f"missing {', '.join(missing)}")
+    return payload
+
+
+def _check_size(schedule: Schedule, what: str) -> Schedule:
+    if schedule.steps > MAX_STEPS:
+        raise RequestError(f"the {what} has {schedule.steps} steps; previews handle at most {MAX_STEPS}")
+    return schedule
+
+
+def resolve_source(source: Any, what: str) -> Schedule:
+    """The schedule a SOURCE (see the module docstring) names; RequestError/ScheduleError if invalid."""
+    if isinstance(source, str):
+        text = source
+    elif isinstance(source, Mapping) and source.get("format") is not None:
+        try:
+            return _check_size(Schedule.from_json(source), what)
+        except ScheduleError as error:
+            raise RequestError(f"{what}: {error}") from None
+    elif isinstance(source, Mapping) and len(source) == 1 and "preset" in source:
+        name = source["preset"]
+        if not isinstance(name, str) or not name.strip():
+            raise RequestError(f"{what}: the preset name must be a non-empty string; got {name!r}")
+        try:
+            return _check_size(load_preset(name), what)
+        except ScheduleError as error:
+            raise RequestError(f"{what}: {error}") from None
+    elif isinstance(source, Mapping) and len(source) == 1 and "text" in source:
+        text = source["text"]
+        if not isinstance(text, str):
+            raise RequestError(f"{what}: 'text' must be a string; got {type(text).__name__}")
+    else:
+        raise RequestError(
+            f"{what} must be schedule text ({COMPACT_FORM_HINT}), {{\"text\": ...}}, "
+            f"{{\"preset\": name}} or a schedule JSON object; got {_describe(source)}"
+        )
+    if len(text) > MAX_SOURCE_CHARS:
+        raise RequestError(f"{what}: the schedule text is {len(text)} characters long; at most {MAX_SOURCE_CHARS}")
+    # Check the step count before building the schedule, so "1000000000:0,1" costs nothing.
+    head = text.strip().partition(":")[0].strip()
+    if head.isdigit() and int(head) > MAX_STEPS:
+        raise RequestError(f"the {what} has {int(head)} steps; previews handle at most {MAX_STEPS}")
+    try:
+        return _check_size(Schedule.parse(text), what)
+    except ScheduleError as error:
+        raise RequestError(f"{what}: {error}") from None
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "an object with keys " + (", ".join(sorted(map(str, value))) or "(none)")
+    return type(value).__name__ if value is not None else "null"
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise RequestError(f"{what} must be a finite number; got {value!r}")
+    return float(value)
+
+
+def _steps(value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value != int(value):
+        raise RequestError(f"steps must be a whole number (0 = the reference's step count); got {value!r}")
+    steps = int(value)
+    if steps != 0 and not 2 <= steps <= MAX_STEPS:
+        raise RequestError(f"steps must be 0 (the reference's step count) or 2..{MAX_STEPS}; got {steps}")
+    return steps
+
+
+# ---------------------------------------------------------------- answers
+
+
+def schedule_answer(schedule: Schedule) -> dict[str, Any]:
+    """The JSON fields every answer has: compact form, N, K, speedup and the mask."""
+    return {
+        "schedule": str(schedule),
+        "steps": schedule.steps,
+        "budget": schedule.budget,
+        "speedup": schedule.speedup,
+        "mask": [1 if computed else 0 for computed in schedule.mask],
+        "model": schedule.model,
+        "source": schedule.source,
+    }
+
+
+def preview(payload: Any) -> dict[str, Any]:
+    """The Budget Slider's schedule for a preview request (RequestError/ScheduleError if invalid)."""
+    from .schedule_nodes import OTCacheBudgetSlider
+
+    body = _check_keys(payload, PREVIEW_KEYS, ("reference", "anchor", "speedup"))
+    reference = resolve_source(body["reference"], "reference")
+    anchor = resolve_source(body["anchor"], "anchor")
+    speedup = _number(body["speedup"], "speedup")
+    steps = _steps(body.get("steps"))
+    mapping = body.get("mapping", "linear")
+    if mapping is None:
+        mapping = "linear"
+    if mapping not in MAPPINGS:
+        raise RequestError(f"mapping must be one of {', '.join(MAPPINGS)}; got {mapping!r}")
+    anchor_budget, n = budget_range(reference, anchor, steps or None)
+    # The node itself (called as the tests call it: no hidden inputs, so nothing is sent
+    # to any client), so a preview is exactly what queueing would give.
+    output = OTCacheBudgetSlider.execute(reference=reference, anchor=anchor, speedup=speedup, steps=steps, mapping=mapping)
+    schedule = output.args[0]
+    params = schedule.params
+    answer = schedule_answer(schedule)
+    answer.update(
+        text=output.ui["text"][0],
+        requested_speedup=speedup,
+        max_speedup=n / anchor_budget,
+        min_budget=anchor_budget,
+        **{key: params[key] for key in ("lambda", "segment", "mapping", "reference", "anchor") if key in params},
+    )
+    if "note" in params:
+        answer["note"] = params["note"]
+    return answer
+
+
+def single(payload: Any) -> dict[str, Any]:
+    """One resolved schedule, for Preset and Text nodes before they run."""
+    from .schedule_nodes import describe
+
+    body = _check_keys(payload, SCHEDULE_KEYS, SCHEDULE_KEYS)
+    schedule = resolve_source(body["schedule"], "schedule")
+    answer = schedule_answer(schedule)
+    answer["text"] = describe(schedule)
+    return answer
+
+
+def answer_request(handler, raw: bytes) -> tuple[int, dict[str, Any]]:
+    """Status and JSON body for a request body ``raw`` handled by ``handler`` (preview or single)."""
+    try:
+        payload = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        return 400, {"error": f"the request body is not valid JSON: {error}"}
+    try:
+        return 200, handler(payload)
+    except (RequestError, ScheduleError) as error:
+        return 400, {"error": str(error)}
+    except Exception as error:  # never send a traceback; keep it in the server log
+        log.exception("OTCache: %s failed", getattr(handler, "__name__", "request"))
+        return 500, {"error": f"internal error in OTCache ({type(error).__name__}: {error}); see the ComfyUI log"}
+
+
+# ---------------------------------------------------------------- registration
+
+
+def _prompt_server():
+    # A running ComfyUI has imported its server module; never import it here (slow, and
+    # without a server there is nothing to register on).
+    module = sys.modules.get("server")
+    prompt_server = getattr(module, "PromptServer", None)
+    return getattr(prompt_server, "instance", None)
+
+
+def register_routes(server: Any = None) -> bool:
+    """Add the routes to ``PromptServer.instance.routes``; False (and no error) without a server.
+
+    Idempotent: a second call registers nothing. Must run before ComfyUI builds its app
+    (``comfy_entrypoint``/``on_load`` time), as every custom node route does.
+    """
+    global _registered
+    if _registered:
+        return True
+    server = server if server is not None else _prompt_server()
+    routes = getattr(server, "routes", None)
+    if routes is None:
+        log.debug("OTCache: no PromptServer instance; preview routes not registered")
+        return False
+    from aiohttp import web
+
+    def make(handler):
+        async def route(request: "web.Request") -> "web.Response":
+            raw = await request.read()
+            if len(raw) > 4 * MAX_SOURCE_CHARS:
+                status, body = 400, {"error": f"the request body is {len(raw)} bytes; at most {4 * MAX_SOURCE_CHARS}"}
+            else:
+                status, body = answer_request(handler, raw)
+            return web.json_response(body, status=status)
+
+        route.__name__ = f"otcache_{handler.__name__}"
+        return route
+
+    routes.post(PREVIEW_PATH)(make(preview))
+    routes.post(SCHEDULE_PATH)(make(single))
+    _registered = True
+    log.info("OTCache: preview routes %s and %s registered", PREVIEW_PATH, SCHEDULE_PATH)
+    return True

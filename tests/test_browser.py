@@ -1,0 +1,336 @@
+"""The frontend extension (web/otcache.js) in the real ComfyUI frontend, in headless Chromium.
+
+One ComfyUI server (the session's ``comfy_server``) and one browser page for the module:
+load the FLUX example workflow, check that no node is missing and that the strips are
+drawn (the extension's state and the canvas pixels), drag the Budget Slider with the
+mouse and check that strip and speedup follow (from the server's preview route), queue
+the tiny CPU demo from the browser and check the strips drawn from the run, then copy
+and paste a schedule through the node context menu.
+
+Artifacts: ``test-artifacts/browser-budget-slider.png`` on every run, and the README's
+``docs/budget-slider.png`` when it is missing or ``OTCACHE_UPDATE_SCREENSHOTS=1``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from host import REPO_ROOT
+
+pytestmark = [pytest.mark.browser, pytest.mark.server]
+
+CHROMIUM = Path(os.environ.get("OTCACHE_CHROMIUM", "/usr/bin/chromium"))
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+ARTIFACT = REPO_ROOT / "test-artifacts" / "browser-budget-slider.png"
+DOCS_SCREENSHOT = REPO_ROOT / "docs" / "budget-slider.png"
+PACK = "ComfyUI-OTCache"
+FLUX = "otcache-flux1-dev-budget-slider"
+DEMO = "otcache-tiny-demo-cpu"
+REFERENCE_ID, ANCHOR_ID, SLIDER_ID = 20, 21, 22
+SETUP_HINT = "run `python3 scripts/setup_host.py --test-tools` (installs Debian's chromium) or set OTCACHE_CHROMIUM"
+
+# Cell centers of a node's strip in graph coordinates, and the canvas pixel there
+# (web/otcache.js draws cells 12 px from the node's sides, 20 px below the widget's y).
+SAMPLE_STRIP = """(id) => {
+  const node = app.graph.getNodeById(id);
+  const widget = node.widgets.find((w) => w.name === 'otcache_strip');
+  const state = OTCacheUI.stateOf(node);
+  app.canvas.ds.scale = 1.5;  // big cells: every sampled pixel lies well inside one
+  app.canvas.centerOnNode(node);
+  app.canvas.setDirty(true, true);
+  app.canvas.draw(true, true);
+  const canvas = app.canvas.canvas;
+  const ctx = canvas.getContext('2d');
+  const ratio = canvas.width / canvas.getBoundingClientRect().width;
+  const n = state.mask.length;
+  const inner = node.size[0] - 24;
+  const y = node.pos[1] + widget.last_y + 20 + 12;
+  const cells = [];
+  for (let i = 0; i < n; i++) {
+    const [cx, cy] = app.canvas.ds.convertOffsetToCanvas([node.pos[0] + 12 + (i + 0.5) * inner / n, y]);
+    const [r, g, b] = ctx.getImageData(Math.round(cx * ratio), Math.round(cy * ratio), 1, 1).data;
+    cells.push(g > 150 && r < 140 ? 1 : r < 80 && g < 80 && b < 80 ? 0 : -1);
+  }
+  return {cells, mask: state.mask};
+}"""
+
+STATE = "(id) => { const s = OTCacheUI.stateOf(id); return s && {...s, mask: s.mask && Array.from(s.mask)}; }"
+
+
+def wait_idle(page, timeout=20_000):
+    page.wait_for_function("() => !OTCacheUI.busy()", timeout=timeout)
+
+
+def load_template(page, name):
+    """Load an example workflow the way the template browser does (fetch from the pack's route)."""
+    page.evaluate(
+        """async ([pack, name]) => {
+          const workflow = await (await fetch(`api/workflow_templates/${pack}/${name}.json`)).json();
+          await app.loadGraphData(workflow, true, true, name);
+        }""",
+        [PACK, name],
+    )
+    page.wait_for_function("() => app.graph._nodes.length > 0")
+    page.wait_for_timeout(300)
+    wait_idle(page)
+
+
+def missing_node_messages(page) -> list[str]:
+    return page.evaluate(
+        """() => [...document.querySelectorAll('body *')]
+             .filter((e) => e.children.length === 0 && /missing node|isn't installed/i.test(e.textContent || ''))
+             .filter((e) => e.getClientRects().length > 0)
+             .map((e) => e.textContent.trim())"""
+    )
+
+
+def slider_screen_box(page, node_id):
+    """Page coordinates of the speedup slider widget (left end, right end, middle y)."""
+    return page.evaluate(
+        """(id) => {
+          const node = app.graph.getNodeById(id);
+          const w = node.widgets.find((w) => w.name === 'speedup');
+          const rect = app.canvas.canvas.getBoundingClientRect();
+          const height = w.computedHeight ?? LiteGraph.NODE_WIDGET_HEIGHT;
+          const margin = 15;
+          const toPage = (x, y) => { const [cx, cy] = app.canvas.ds.convertOffsetToCanvas([x, y]); return [rect.left + cx, rect.top + cy]; };
+          const [x0, y] = toPage(node.pos[0] + margin, node.pos[1] + w.last_y + height / 2);
+          const [x1] = toPage(node.pos[0] + node.size[0] - margin, node.pos[1]);
+          return {x0, x1, y, min: w.options.min, max: w.options.max, value: w.value};
+        }""",
+        node_id,
+    )
+
+
+@pytest.fixture(scope="module")
+def page(request):
+    # Checked before the server starts, so a missing browser fails at once (never skips).
+    if not CHROMIUM.exists():
+        pytest.fail(f"Chromium is missing ({CHROMIUM} not found): {SETUP_HINT}")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("the playwright Python package is missing: run `python3 scripts/setup_host.py --test-tools`")
+    comfy_server = request.getfixturevalue("comfy_server")
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        # Playwright gives the browser a fresh temporary profile (its own --user-data-dir).
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        context.grant_permissions(["clipboard-read", "clipboard-write"], origin=comfy_server.url)
+        page = context.new_page()
+        page.on("pageerror", lambda error: errors.append(f"{error}") if "otcache" in f"{error} {error.stack}".lower() else None)
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" and "otcache" in m.text.lower() else None)
+        page.set_default_timeout(30_000)
+        page.goto(comfy_server.url)
+        page.wait_for_function("() => window.app && window.app.graph && window.OTCacheUI && window.LiteGraph", timeout=90_000)
+        close_templates_dialog(page)
+        page.otcache_errors = errors
+        yield page
+        context.close()
+        browser.close()
+
+
+def close_templates_dialog(page):
+    """On a first visit ComfyUI opens its Templates dialog over the canvas: close it."""
+    dialog = page.locator("[role=dialog]")
+    try:
+        dialog.first.wait_for(state="visible", timeout=8_000)
+    except Exception:
+        return  # not shown (settings say it was seen)
+    for _ in range(3):
+        page.keyboard.press("Escape")
+        try:
+            dialog.first.wait_for(state="hidden", timeout=3_000)
+            return
+        except Exception:
+            continue
+    raise AssertionError("the Templates dialog did not close: " + dialog.first.inner_text()[:300])
+
+
+def test_extension_is_served_and_loaded(page, comfy_server):
+    scripts = comfy_server.get("/extensions")
+    assert f"/extensions/{PACK}/otcache.js" in scripts
+    assert page.evaluate("() => OTCacheUI.version") == 1
+    assert page.locator("[role=dialog]").count() == 0 or not page.locator("[role=dialog]").first.is_visible()
+
+
+def test_flux_example_loads_without_missing_nodes_and_draws_strips(page):
+    load_template(page, FLUX)
+    unregistered = page.evaluate("() => app.graph._nodes.filter((n) => !LiteGraph.registered_node_types[n.type]).map((n) => n.type)")
+    assert unregistered == []
+    assert missing_node_messages(page) == []
+    reference, anchor, slider = (page.evaluate(STATE, i) for i in (REFERENCE_ID, ANCHOR_ID, SLIDER_ID))
+    assert (reference["budget"], reference["steps"], reference["origin"]) == (26, 50, "preview")
+    assert anchor["compact"] == "50:0,1,3,7,14,21,28,35,42,49"
+    # speedup 2.5 at N = 50: K = 20 computed steps, between reference (26) and anchor (10).
+    assert (slider["budget"], slider["steps"], slider["speedup"], slider["error"]) == (20, 50, 2.5, None)
+    assert sum(slider["mask"]) == 20 and slider["mask"][0] == slider["mask"][-1] == 1
+    for node_id in (REFERENCE_ID, ANCHOR_ID, SLIDER_ID):
+        sampled = page.evaluate(SAMPLE_STRIP, node_id)
+        assert sampled["cells"] == sampled["mask"], f"node {node_id}: canvas pixels do not show the strip"
+
+
+def test_dragging_the_budget_slider_updates_strip_and_speedup_live(page, comfy_server):
+    page.evaluate("() => { const n = app.graph.getNodeById(22); app.canvas.ds.scale = 1.2; app.canvas.centerOnNode(n); app.canvas.draw(true, true); }")
+    before = page.evaluate(STATE, SLIDER_ID)
+    requests_before = page.evaluate("() => OTCacheUI.stats.previewRequests")
+    box = slider_screen_box(page, SLIDER_ID)
+
+    def x_for(value):
+        return box["x0"] + (value - box["min"]) / (box["max"] - box["min"]) * (box["x1"] - box["x0"])
+
+    # A real drag on the canvas: press on the slider, move in steps, release.
+    page.mouse.move(x_for(box["value"]), box["y"])
+    page.mouse.down()
+    seen = set()
+    for i in range(1, 9):
+        page.mouse.move(x_for(box["value"] + (4.0 - box["value"]) * i / 8), box["y"], steps=2)
+        page.wait_for_timeout(60)
+        seen.add(page.evaluate("() => OTCacheUI.stateOf(22)?.budget"))
+    page.mouse.up()
+    wait_idle(page)
+    value = page.evaluate("() => app.graph.getNodeById(22).widgets.find((w) => w.name === 'speedup').value")
+    after = page.evaluate(STATE, SLIDER_ID)
+    assert 3.5 < value < 4.5, f"the drag set speedup to {value}"
+    # Previews arrived during the drag (not only at the end) and the last one is for the final value.
+    assert page.evaluate("() => OTCacheUI.stats.previewRequests") - requests_before >= 3
+    assert len(seen - {None}) >= 2, f"the strip did not change during the drag: budgets seen {seen}"
+    assert after["requestedSpeedup"] == pytest.approx(value)
+    assert after["budget"] == max(2, min(50, int(50 / value + 0.5))) and after["budget"] < before["budget"]
+    assert after["speedup"] == pytest.approx(50 / after["budget"]) and after["compact"] != before["compact"]
+    # The route's answer is the node's own schedule for these inputs.
+    expected = comfy_server.post("/otcache/preview", {"reference": {"preset": "lemica-flux1-dev-50-26"},
+                                                      "anchor": {"preset": "lemica-flux1-dev-50-10"}, "speedup": value})
+    assert after["compact"] == expected["schedule"] and after["mask"] == expected["mask"]
+    sampled = page.evaluate(SAMPLE_STRIP, SLIDER_ID)
+    assert sampled["cells"] == sampled["mask"]
+
+    # Past the anchor's speedup (5x here) the strip shows the node's range error instead.
+    page.evaluate("() => { const w = app.graph.getNodeById(22).widgets.find((w) => w.name === 'speedup'); w.value = 7; w.callback(7); }")
+    wait_idle(page)
+    assert "out of range: choose 1.00 .. 5.00" in page.evaluate(STATE, SLIDER_ID)["error"]
+    page.evaluate("(v) => { const w = app.graph.getNodeById(22).widgets.find((w) => w.name === 'speedup'); w.value = v; w.callback(v); }", value)
+    wait_idle(page)
+    assert page.evaluate(STATE, SLIDER_ID)["compact"] == after["compact"]
+
+    # Changing the anchor preset updates the slider downstream (max speedup 50/15 now).
+    page.evaluate("""() => { const w = app.graph.getNodeById(21).widgets.find((w) => w.name === 'preset');
+                              w.value = 'lemica-flux1-dev-50-15'; w.callback(w.value); }""")
+    wait_idle(page)
+    assert "choose 1.00 .. 3.33" in page.evaluate(STATE, SLIDER_ID)["error"]
+    page.evaluate("""() => { const w = app.graph.getNodeById(21).widgets.find((w) => w.name === 'preset');
+                              w.value = 'lemica-flux1-dev-50-10'; w.callback(w.value); }""")
+    wait_idle(page)
+    assert page.evaluate(STATE, SLIDER_ID)["compact"] == after["compact"]
+
+    take_screenshot(page)
+
+
+def take_screenshot(page):
+    """The OTCache part of the FLUX workflow after the drag, for the README and as an artifact."""
+    page.evaluate("""() => { for (const e of document.querySelectorAll('body span, body div'))
+        if (e.children.length === 0 && /errors? found/.test(e.textContent || '')) { const box = e.closest('div.pointer-events-auto'); if (box) box.style.visibility = 'hidden'; }
+      const ids = [20, 21, 22, 23]; const nodes = ids.map((i) => app.graph.getNodeById(i));
+      const x0 = Math.min(...nodes.map((n) => n.pos[0])), x1 = Math.max(...nodes.map((n) => n.pos[0] + n.size[0]));
+      const y0 = Math.min(...nodes.map((n) => n.pos[1] - 30)), y1 = Math.max(...nodes.map((n) => n.pos[1] + n.size[1]));
+      const ds = app.canvas.ds; const rect = app.canvas.canvas.getBoundingClientRect();
+      ds.scale = Math.min(1.3, (rect.width - 200) / (x1 - x0), (rect.height - 200) / (y1 - y0));
+      ds.offset[0] = 110 / ds.scale - x0; ds.offset[1] = 110 / ds.scale - y0;
+      app.canvas.setDirty(true, true); app.canvas.draw(true, true); }""")
+    page.wait_for_timeout(300)
+    clip = page.evaluate("""() => { const ids = [20, 21, 22, 23]; const nodes = ids.map((i) => app.graph.getNodeById(i));
+      const rect = app.canvas.canvas.getBoundingClientRect(); const ds = app.canvas.ds;
+      const p = (x, y) => { const [cx, cy] = ds.convertOffsetToCanvas([x, y]); return [rect.left + cx, rect.top + cy]; };
+      const [x0, y0] = p(Math.min(...nodes.map((n) => n.pos[0])) - 20, Math.min(...nodes.map((n) => n.pos[1])) - 50);
+      const [x1, y1] = p(Math.max(...nodes.map((n) => n.pos[0] + n.size[0])) + 20, Math.max(...nodes.map((n) => n.pos[1] + n.size[1])) + 20);
+      return {x: Math.max(0, x0), y: Math.max(0, y0), width: x1 - Math.max(0, x0), height: y1 - Math.max(0, y0)}; }""")
+    ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACT), clip=clip)
+    assert ARTIFACT.stat().st_size > 10_000
+    if not DOCS_SCREENSHOT.exists() or os.environ.get("OTCACHE_UPDATE_SCREENSHOTS") == "1":
+        DOCS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ARTIFACT, DOCS_SCREENSHOT)
+
+
+def test_queued_demo_draws_the_strips_of_the_run(page, comfy_server):
+    load_template(page, DEMO)
+    assert missing_node_messages(page) == []
+    page.evaluate("() => { const w = app.graph.getNodeById(22).widgets.find((w) => w.name === 'speedup'); w.value = 2.5; w.callback(2.5); }")
+    wait_idle(page)
+    preview = page.evaluate(STATE, SLIDER_ID)
+    assert (preview["budget"], preview["steps"], preview["origin"]) == (4, 10, "preview")
+    before = comfy_server.log()
+    page.evaluate("() => app.queuePrompt(0, 1)")
+    page.wait_for_function("() => OTCacheUI.stateOf(22)?.origin === 'last run'", timeout=120_000)
+    run = page.evaluate(STATE, SLIDER_ID)
+    # The run gives exactly the schedule the preview promised, and the strip shows it.
+    assert run["compact"] == preview["compact"] and run["mask"] == preview["mask"]
+    assert run["lambda"] is not None
+    assert page.evaluate("() => app.graph.getNodeById(22).properties.otcache_last_run.schedule") == run["compact"]
+    for node_id in (REFERENCE_ID, ANCHOR_ID):
+        assert page.evaluate(STATE, node_id)["origin"] == "last run"
+    sampled = page.evaluate(SAMPLE_STRIP, SLIDER_ID)
+    assert sampled["cells"] == sampled["mask"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and "OTCache [block] K=4/N=10" not in comfy_server.log()[len(before):]:
+        time.sleep(0.25)
+    assert re.search(r"OTCache \[block\] K=4/N=10: computed 4/10 evaluations", comfy_server.log()[len(before):])
+
+
+def menu_item(page, node_id, label):
+    return f"""() => {{ const node = app.graph.getNodeById({node_id});
+        const item = app.canvas.getNodeMenuOptions(node).find((o) => o && o.content === {json.dumps(label)});
+        if (!item) throw new Error('no menu item ' + {json.dumps(label)});
+        return item.callback(); }}"""
+
+
+def test_copy_and_paste_a_schedule_through_the_context_menu(page):
+    slider = page.evaluate(STATE, SLIDER_ID)["compact"]
+    labels = page.evaluate("() => app.canvas.getNodeMenuOptions(app.graph.getNodeById(21)).filter(Boolean).map((o) => o.content)")
+    assert {"Copy schedule", "Paste schedule", "Schedule → new Text node"} <= set(labels)
+    page.evaluate(menu_item(page, SLIDER_ID, "Copy schedule"))
+    assert page.evaluate("() => navigator.clipboard.readText()") == slider
+    requests = page.evaluate("() => OTCacheUI.stats.previewRequests")
+    page.evaluate(menu_item(page, ANCHOR_ID, "Paste schedule"))
+    wait_idle(page)
+    assert page.evaluate("() => app.graph.getNodeById(21).widgets.find((w) => w.name === 'text').value") == slider
+    anchor = page.evaluate(STATE, ANCHOR_ID)
+    assert (anchor["compact"], anchor["origin"]) == (slider, "preview")
+    # The slider downstream previewed again with the pasted anchor (10 steps, resampled to 50).
+    assert page.evaluate("() => OTCacheUI.stats.previewRequests") > requests
+    assert page.evaluate(STATE, SLIDER_ID)["origin"] == "preview"
+    # Pasting something that is not a schedule changes nothing.
+    page.evaluate("() => navigator.clipboard.writeText('not a schedule')")
+    page.evaluate(menu_item(page, ANCHOR_ID, "Paste schedule"))
+    assert page.evaluate("() => app.graph.getNodeById(21).widgets.find((w) => w.name === 'text').value") == slider
+    # "Schedule -> new Text node" pins a schedule into the workflow as text.
+    count = page.evaluate("() => app.graph._nodes.length")
+    page.evaluate(menu_item(page, REFERENCE_ID, "Schedule → new Text node"))
+    wait_idle(page)
+    created = page.evaluate("() => { const n = app.graph._nodes.at(-1); return [n.type, n.widgets.find((w) => w.name === 'text').value]; }")
+    assert page.evaluate("() => app.graph._nodes.length") == count + 1
+    assert created[0] == "OTCacheScheduleFromText" and created[1].startswith("50:0,1,2,3,4,5,6,7,8,9,10,12")
+    # The saved workflow carries the schedules as widget values, never the strip.
+    saved = page.evaluate("() => app.graph.serialize()")
+    text_node = next(n for n in saved["nodes"] if n["id"] == ANCHOR_ID)
+    assert text_node["widgets_values"] == [slider]
+    slider_node = next(n for n in saved["nodes"] if n["id"] == SLIDER_ID)
+    assert len(slider_node["widgets_values"]) == 3
+
+
+def test_no_errors_from_the_extension(page):
+    # Also a check of the missing-node detection used above: a bogus node is reported.
+    page.evaluate("""async () => app.loadGraphData({nodes: [{id: 1, type: 'OTCacheNoSuchNode', pos: [100, 100], size: [200, 80], flags: {},
+        order: 0, mode: 0, inputs: [], outputs: [], properties: {}, widgets_values: []}], links: [], groups: [], config: {}, extra: {},
+        version: 0.4, last_node_id: 1, last_link_id: 0})""")
+    page.wait_for_function("""() => [...document.querySelectorAll('body *')].some((e) => e.children.length === 0 && /missing node/i.test(e.textContent || ''))""",
+                           timeout=15_000)
+    assert page.otcache_errors == []
