@@ -228,3 +228,25 @@ def test_run_stats_are_shown_on_the_node_when_a_server_runs(models, monkeypatch)
     sample(cached, "flux", steps=STEPS, cfg=1.0)
     ((node_id, text),) = sent
     assert node_id == "17" and text.startswith("OTCache [block] K=4/N=8: computed 4/8 evaluations, skipped 4")
+
+
+def test_custom_sigmas_follow_the_schedule_by_sigma(models):
+    import comfy.sample
+    import comfy.samplers
+
+    from comfyui_otcache.nodes.tiny_models import tiny_latent
+    from sampling import conditioning_pair
+
+    model = models("flux")
+    sigmas = torch.tensor([1.0, 0.97, 0.9, 0.8, 0.62, 0.45, 0.3, 0.12, 0.0])  # 8 hand-made steps
+    positive, negative = conditioning_pair("flux", separate=True)
+    latent = tiny_latent("flux")["samples"]
+    reports = []
+    cached = apply_otcache(model, SCHEDULE, on_report=reports.append)
+    with count_block_stack_calls(model) as counter:
+        comfy.sample.sample_custom(cached, comfy.sample.prepare_noise(latent, 0), 3.0,
+                                   comfy.samplers.sampler_object("heun"), sigmas, positive, negative, latent,
+                                   disable_pbar=True, seed=0)
+    # heun: 2K-1 evaluations, cond and uncond called separately.
+    assert counter["calls"] == 2 * (2 * SCHEDULE.budget - 1)
+    assert (reports[-1].computed, reports[-1].forced) == (2 * (2 * SCHEDULE.budget - 1), 0)
