@@ -35,7 +35,7 @@ import torch
 import comfy.patcher_extension
 from comfy.model_patcher import ModelPatcher, create_model_options_clone
 
-from ..otcache_core.schedule import Schedule, ScheduleError
+from ..otcache_core.schedule import Schedule
 from ..otcache_core.warp import resample
 from .ui_text import send_node_text
 

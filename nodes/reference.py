@@ -31,6 +31,7 @@ from .calibration import (
     load_or_new, measure_schedule,
 )
 from .types import CATEGORY, OTSchedule
+from .ui_text import send_node_text
 
 log = logging.getLogger("otcache")
 
@@ -267,18 +268,6 @@ def _summary(schedule: Schedule, edge_cost: str, objective: str, matrix: CostMat
 # ----------------------------------------------------------------- the node
 
 
-def _send_text(text: str, node_id: str | None) -> None:
-    if node_id is None:
-        return
-    try:
-        from server import PromptServer
-    except ImportError:
-        return
-    server = getattr(PromptServer, "instance", None)
-    if server is not None:
-        server.send_progress_text(text, node_id)
-
-
 class OTCacheReference(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -360,11 +349,11 @@ class OTCacheReference(io.ComfyNode):
             now = time.monotonic()
             if now - last_status[0] >= 1.0:  # at most once a second on the node
                 last_status[0] = now
-                _send_text(text, node_id)
+                send_node_text(node_id, text)
 
         result = build_reference(model, positive, negative, latent_image, seed, seeds, sampler_name, scheduler, steps,
                                  cfg, budget, edge_cost, objective, max_skip, reuse, measure, progress=progress,
                                  status=status)
-        _send_text(result.text, node_id)
+        send_node_text(node_id, result.text)
         log.info(result.text)
         return io.NodeOutput(result.schedule, result.image, ui=ui.PreviewText(result.text))

@@ -18,11 +18,11 @@ import logging
 import math
 import os
 import re
-import tempfile
 
 import folder_paths
 from comfy_api.latest import io
 
+from ..otcache_core.atomic import write_atomic
 from ..otcache_core.interpolate import MAPPINGS, budget_for_speedup, budget_range, interpolate
 from ..otcache_core.presets import list_presets, load_preset
 from ..otcache_core.schedule import COMPACT_FORM_HINT, Schedule, ScheduleError
@@ -139,21 +139,7 @@ def write_schedule_file(schedule: Schedule, filename: str, overwrite: bool = Fal
         raise ScheduleError(
             f"{name} already exists in {folder}; turn on 'overwrite' to replace it, or choose another file name"
         )
-    os.makedirs(folder, exist_ok=True)
-    text = schedule.to_json(indent=2) + "\n"
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
+    write_atomic(path, schedule.to_json(indent=2) + "\n")
     return path
 
 

@@ -13,7 +13,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from host import REPO_ROOT, comfy_root
+from host import comfy_root
 
 
 def free_port() -> int:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import lpips
 import pytest
-import torch
 
 import folder_paths
 

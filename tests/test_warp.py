@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from strategies import schedules
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,20 +21,6 @@ from comfyui_otcache.otcache_core.warp import (
 FLUX_REF = Schedule(50, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 15, 18, 20, 25, 30, 35, 39, 42, 44, 45, 46, 47, 48, 49])
 
 
-@st.composite
-def schedules(draw, min_steps: int = 2, max_steps: int = 200) -> Schedule:
-    """Any valid schedule: N in [min_steps, max_steps], inner steps from random bit masks.
-
-    One big integer per mask is fast to draw; AND/OR of masks varies the density (about
-    1/8 to 7/8 of the inner steps), and the extreme masks 0 and all-ones give K = 2 and K = N.
-    """
-    n = draw(st.integers(min_steps, max_steps))
-    width = n - 2
-    masks = draw(st.lists(st.integers(0, 2**width - 1), min_size=3, max_size=3))
-    a, b, c = masks
-    mask = draw(st.sampled_from([a, a & b, a & b & c, a | b, a | b | c]))
-    inner = [i + 1 for i in range(width) if mask >> i & 1]
-    return Schedule(n, [0, *inner, n - 1])
 
 
 @st.composite
