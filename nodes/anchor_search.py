@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from comfy_api.latest import io
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 import comfy.model_management
 import comfy.samplers
@@ -25,6 +24,7 @@ import comfy.utils
 import folder_paths
 
 from ..otcache_core.anchor import search, study_name_for
+from ..otcache_core.atomic import write_atomic
 from ..otcache_core.perceptual import ImageMetric, load_metric, subsample_frames
 from ..otcache_core.schedule import Schedule
 from ..otcache_core.warp import resample, schedule_from_warp, warp
@@ -104,11 +104,8 @@ def full_compute_references(setup: SamplingSetup, vae, seeds: list[int], cache_p
     if missing:
         for seed in missing:
             references[seed] = objective_factory.images(seed, None)
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_suffix(".tmp")
-        save_file({f"{s}/{i}": t.contiguous() for s, frames in references.items() for i, t in enumerate(frames)},
-                  str(tmp))
-        os.replace(tmp, cache_path)
+        write_atomic(cache_path, save({f"{s}/{i}": t.contiguous() for s, frames in references.items()
+                                       for i, t in enumerate(frames)}))
     return references
 
 
