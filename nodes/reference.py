@@ -20,7 +20,7 @@ import torch
 
 import comfy.samplers
 import comfy.utils
-from comfy_api.latest import io, ui
+from comfy_api.latest import io
 
 from ..otcache_core.edge_costs import EDGE_COSTS, ERROR_METRIC, CostMatrix, min_budget, window_costs
 from ..otcache_core.graph import OBJECTIVES, GraphSearchError, best_path, path_costs
@@ -287,8 +287,8 @@ class OTCacheReference(io.ComfyNode):
                 io.Conditioning.Input("positive", tooltip="The prompt the schedule is calibrated on."),
                 io.Conditioning.Input("negative", tooltip="The negative prompt (unused at cfg 1)."),
                 io.Latent.Input("latent_image", tooltip="The latent to sample, as for a KSampler (sets the resolution)."),
-                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff,
-                             tooltip="First calibration seed; the calibration uses seed, seed+1, ..."),
+                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=False,
+                             tooltip="First calibration seed; the calibration uses seed, seed+1, ... (fixed: a new seed means a new calibration)."),
                 io.Int.Input("seeds", default=DEFAULT_SEEDS, min=1, max=64,
                              tooltip="Number of calibration seeds. Costs are averaged over them; the sampling cost grows linearly."),
                 io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default="euler",
@@ -356,4 +356,5 @@ class OTCacheReference(io.ComfyNode):
                                  status=status)
         send_node_text(node_id, result.text)
         log.info(result.text)
-        return io.NodeOutput(result.schedule, result.image, ui=ui.PreviewText(result.text))
+        return io.NodeOutput(result.schedule, result.image,
+                             ui={"text": [result.text], "otcache_schedule": [result.schedule.to_dict()]})

@@ -1,11 +1,14 @@
 """The frontend extension (web/otcache.js) in the real ComfyUI frontend, in headless Chromium.
 
 One ComfyUI server (the session's ``comfy_server``) and one browser page for the module:
-load the FLUX example workflow, check that no node is missing and that the strips are
-drawn (the extension's state and the canvas pixels), drag the Budget Slider with the
-mouse and check that strip and speedup follow (from the server's preview route), queue
-the tiny CPU demo from the browser and check the strips drawn from the run, then copy
-and paste a schedule through the node context menu.
+load the FLUX example workflow (published reference preset -> Anchor Search -> Budget
+Slider), check that no node is missing, that the slider waits for the search's first run
+and, once the search's result arrives (the server's ``executed`` message, replayed here:
+the real models are not available), that the strips are drawn (the extension's state and
+the canvas pixels); drag the Budget Slider with the mouse and check that strip and speedup
+follow (from the server's preview route), queue the tiny CPU demo from the browser and
+check the strips drawn from the run, then copy and paste a schedule through the node
+context menu.
 
 Artifacts: ``test-artifacts/browser-budget-slider.png`` on every run, and the README's
 ``docs/budget-slider.png`` when it is missing or ``OTCACHE_UPDATE_SCREENSHOTS=1``.
@@ -34,6 +37,10 @@ PACK = "ComfyUI-OTCache"
 FLUX = "otcache-flux1-dev-budget-slider"
 DEMO = "otcache-tiny-demo-cpu"
 REFERENCE_ID, ANCHOR_ID, SLIDER_ID = 20, 21, 22
+# The search result replayed into the FLUX workflow: the published lemica-flux1-dev-50-10 (what a
+# budget-10 search may return; the workflow searches at budget 0, about N/7, but the frontend
+# only shows what the node output), so the slider matches the README's 26/10 example.
+FLUX_ANCHOR = "50:0,1,3,7,14,21,28,35,42,49"
 SETUP_HINT = "run `python3 scripts/setup_host.py --test-tools` (installs Debian's chromium) or set OTCACHE_CHROMIUM"
 
 # Cell centers of a node's strip in graph coordinates, and the canvas pixel there
@@ -79,6 +86,21 @@ def load_template(page, name):
     )
     page.wait_for_function("() => app.graph._nodes.length > 0")
     page.wait_for_timeout(300)
+    wait_idle(page)
+
+
+def search_ran(page, node_id, compact):
+    """Deliver a search node's result as a run does (the ``executed`` message with its ui payload),
+    then let the Budget Slider downstream preview with it."""
+    steps, compute = compact.split(":")
+    page.evaluate(
+        """([id, steps, compute]) => {
+          app.api.dispatchCustomEvent('executed', {node: String(id), display_node: String(id), prompt_id: 'otcache-test',
+            output: {otcache_schedule: [{steps, compute}], text: ['anchor (replayed result)']}});
+          return OTCacheUI.refresh(app.graph.getNodeById(22));
+        }""",
+        [node_id, int(steps), [int(s) for s in compute.split(",")]],
+    )
     wait_idle(page)
 
 
@@ -167,11 +189,19 @@ def test_flux_example_loads_without_missing_nodes_and_draws_strips(page):
     unregistered = page.evaluate("() => app.graph._nodes.filter((n) => !LiteGraph.registered_node_types[n.type]).map((n) => n.type)")
     assert unregistered == []
     assert missing_node_messages(page) == []
-    reference, anchor, slider = (page.evaluate(STATE, i) for i in (REFERENCE_ID, ANCHOR_ID, SLIDER_ID))
+    assert page.evaluate("(id) => app.graph.getNodeById(id).type", ANCHOR_ID) == "OTCacheAnchorSearch"
+    reference = page.evaluate(STATE, REFERENCE_ID)
     assert (reference["budget"], reference["steps"], reference["origin"]) == (26, 50, "preview")
-    assert anchor["compact"] == "50:0,1,3,7,14,21,28,35,42,49"
+    # Before the search has run there is no anchor: the slider says so instead of guessing.
+    assert page.evaluate(STATE, ANCHOR_ID) is None
+    assert page.evaluate(STATE, SLIDER_ID)["error"] == "no preview: anchor (run once to preview it)"
+    search_ran(page, ANCHOR_ID, FLUX_ANCHOR)
+    anchor, slider = (page.evaluate(STATE, i) for i in (ANCHOR_ID, SLIDER_ID))
+    assert (anchor["compact"], anchor["origin"]) == (FLUX_ANCHOR, "last run")
+    assert page.evaluate("(id) => app.graph.getNodeById(id).properties.otcache_last_run.schedule", ANCHOR_ID) == FLUX_ANCHOR
     # speedup 2.5 at N = 50: K = 20 computed steps, between reference (26) and anchor (10).
     assert (slider["budget"], slider["steps"], slider["speedup"], slider["error"]) == (20, 50, 2.5, None)
+    assert slider["compact"] == "50:0,1,2,3,4,6,7,9,12,15,19,22,28,33,37,41,43,45,47,49"  # the README's example
     assert sum(slider["mask"]) == 20 and slider["mask"][0] == slider["mask"][-1] == 1
     for node_id in (REFERENCE_ID, ANCHOR_ID, SLIDER_ID):
         sampled = page.evaluate(SAMPLE_STRIP, node_id)
@@ -208,7 +238,7 @@ def test_dragging_the_budget_slider_updates_strip_and_speedup_live(page, comfy_s
     assert after["speedup"] == pytest.approx(50 / after["budget"]) and after["compact"] != before["compact"]
     # The route's answer is the node's own schedule for these inputs.
     expected = comfy_server.post("/otcache/preview", {"reference": {"preset": "lemica-flux1-dev-50-26"},
-                                                      "anchor": {"preset": "lemica-flux1-dev-50-10"}, "speedup": value})
+                                                      "anchor": FLUX_ANCHOR, "speedup": value})
     assert after["compact"] == expected["schedule"] and after["mask"] == expected["mask"]
     sampled = page.evaluate(SAMPLE_STRIP, SLIDER_ID)
     assert sampled["cells"] == sampled["mask"]
@@ -221,13 +251,18 @@ def test_dragging_the_budget_slider_updates_strip_and_speedup_live(page, comfy_s
     wait_idle(page)
     assert page.evaluate(STATE, SLIDER_ID)["compact"] == after["compact"]
 
-    # Changing the anchor preset updates the slider downstream (max speedup 50/15 now).
-    page.evaluate("""() => { const w = app.graph.getNodeById(21).widgets.find((w) => w.name === 'preset');
-                              w.value = 'lemica-flux1-dev-50-15'; w.callback(w.value); }""")
-    wait_idle(page)
+    # A new search result (budget 15: max speedup 50/15) moves the slider's range with it.
+    search_ran(page, ANCHOR_ID, comfy_server.post("/otcache/schedule", {"schedule": {"preset": "lemica-flux1-dev-50-15"}})["schedule"])
     assert "choose 1.00 .. 3.33" in page.evaluate(STATE, SLIDER_ID)["error"]
-    page.evaluate("""() => { const w = app.graph.getNodeById(21).widgets.find((w) => w.name === 'preset');
-                              w.value = 'lemica-flux1-dev-50-10'; w.callback(w.value); }""")
+    search_ran(page, ANCHOR_ID, FLUX_ANCHOR)
+    assert page.evaluate(STATE, SLIDER_ID)["compact"] == after["compact"]
+    # Changing the reference preset previews the slider again.
+    page.evaluate("""() => { const w = app.graph.getNodeById(20).widgets.find((w) => w.name === 'preset');
+                              w.value = 'lemica-flux1-dev-50-20'; w.callback(w.value); }""")
+    wait_idle(page)
+    assert page.evaluate(STATE, SLIDER_ID)["compact"] != after["compact"]
+    page.evaluate("""() => { const w = app.graph.getNodeById(20).widgets.find((w) => w.name === 'preset');
+                              w.value = 'lemica-flux1-dev-50-26'; w.callback(w.value); }""")
     wait_idle(page)
     assert page.evaluate(STATE, SLIDER_ID)["compact"] == after["compact"]
 

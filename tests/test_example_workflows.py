@@ -3,8 +3,11 @@
 They are in the UI (litegraph) format the frontend saves. Checked against a real server's
 ``/object_info``: every node type exists, every linked input and output slot exists with
 the right type, every ``widgets_values`` entry lines up with a widget of the current
-schema (no stale or missing widgets) and holds an allowed value. The tiny CPU demo is
-converted to the API format here and run.
+schema (no stale or missing widgets) and holds an allowed value. The FLUX.1 [dev],
+Qwen-Image and HunyuanVideo 1.5 workflows hold the full OTCache chain (published reference
+preset -> Anchor Search -> Budget Slider -> Cached Model -> KSampler, the search fed what the
+sampler gets). Both tiny CPU demos are converted to the API format here and run; the
+full-chain one runs Reference, Anchor Search, Budget Slider and Cached Model for real.
 """
 from __future__ import annotations
 
@@ -29,6 +32,23 @@ MODEL_WORKFLOWS = {
     "otcache-hunyuanvideo-1.5-budget-slider": ("hunyuanvideo-1.5", "EmptyHunyuanVideo15Latent"),
 }
 DEMO = "otcache-tiny-demo-cpu"
+FULL_CHAIN_DEMO = "otcache-tiny-demo-full-chain"
+# The frontend adds a control_after_generate widget to an INT input named like this unless
+# its spec says otherwise (ComfyUI frontend: `control_after_generate ?? ["seed", "noise_seed"].includes(name)`).
+SEED_NAMES = ("seed", "noise_seed")
+# widgets_values order of the nodes the file-only checks read by name (checked against the
+# server's schema in test_widget_orders_match_the_server).
+WIDGET_ORDER = {
+    "KSampler": ["seed", f"seed.{CONTROL}", "steps", "cfg", "sampler_name", "scheduler", "denoise"],
+    "OTCacheAnchorSearch": ["seed", "seeds", "sampler_name", "scheduler", "steps", "cfg", "budget", "trials", "reuse",
+                            "metric", "storage"],
+    "OTCacheReference": ["seed", "seeds", "sampler_name", "scheduler", "steps", "cfg", "budget",
+                         "edge_cost", "objective", "max_skip", "reuse", "measure"],
+    "OTCacheBudgetSlider": ["speedup", "mapping", "steps"],
+    "OTCacheSchedulePreset": ["preset"],
+    "OTCacheCachedModel": ["reuse", "cache_device", "on_step_mismatch"],
+}
+SAMPLING = ("seed", "sampler_name", "scheduler", "steps", "cfg")
 
 
 def load(path: Path) -> dict:
@@ -37,6 +57,14 @@ def load(path: Path) -> dict:
 
 def by_name(name: str) -> dict:
     return load(FOLDER / f"{name}.json")
+
+
+def widgets(node: dict) -> dict:
+    """A node's widget values by name (WIDGET_ORDER)."""
+    names = WIDGET_ORDER[node["type"]]
+    values = node.get("widgets_values", [])
+    assert len(values) == len(names), f"node {node['id']} ({node['type']}): {values} for widgets {names}"
+    return dict(zip(names, values))
 
 
 # ---------------------------------------------------------------- schema helpers
@@ -59,7 +87,7 @@ def widget_specs(entry: dict) -> list[tuple[str, str, dict]]:
                 specs.append((name, kind, options))
             else:
                 continue
-            if options.get(CONTROL):
+            if options.get(CONTROL, kind == "INT" and name in SEED_NAMES):
                 specs.append((f"{name}.{CONTROL}", CONTROL, {"options": ["fixed", "increment", "decrement", "randomize"]}))
     return specs
 
@@ -191,7 +219,7 @@ def object_info(comfy_server) -> dict:
 
 def test_the_folder_holds_each_promised_workflow_with_a_thumbnail():
     names = {path.stem for path in WORKFLOWS}
-    assert set(MODEL_WORKFLOWS) | {DEMO, "otcache-apply-preset-flux1-dev"} <= names
+    assert set(MODEL_WORKFLOWS) | {DEMO, FULL_CHAIN_DEMO, "otcache-apply-preset-flux1-dev"} <= names
     for path in WORKFLOWS:
         assert (FOLDER / f"{path.stem}.jpg").is_file(), f"{path.stem}.jpg (template browser thumbnail) is missing"
         workflow = load(path)
@@ -200,20 +228,24 @@ def test_the_folder_holds_each_promised_workflow_with_a_thumbnail():
         assert workflow["last_link_id"] >= max(link[0] for link in workflow["links"])
 
 
-def _upstream(workflow: dict, node_id: int, input_name: str) -> dict:
+def _link_source(workflow: dict, node_id: int, input_name: str) -> tuple[int, int]:
+    """(origin node id, origin slot) of the link into ``input_name`` of node ``node_id``."""
     nodes = {node["id"]: node for node in workflow["nodes"]}
     links = {link[0]: link for link in workflow["links"]}
-    slot = next(s for s in nodes[node_id].get("inputs", []) if s["name"] == input_name)
-    return nodes[links[slot["link"]][1]]
+    slot = next((s for s in nodes[node_id].get("inputs", []) if s["name"] == input_name), None)
+    assert slot is not None and slot.get("link") is not None, f"node {node_id} ({nodes[node_id]['type']}): {input_name} is not linked"
+    link = links[slot["link"]]
+    return link[1], link[2]
 
 
-@pytest.mark.parametrize("name", sorted(MODEL_WORKFLOWS))
-def test_model_workflows_have_the_full_chain(name):
-    """Preset (reference) + Preset/Text (anchor) -> Budget Slider -> Cached Model -> KSampler, 50 steps."""
-    family, latent = MODEL_WORKFLOWS[name]
-    workflow = by_name(name)
-    types = [node["type"] for node in workflow["nodes"]]
-    assert latent in types and "VAEDecode" in types and "UNETLoader" in types
+def _upstream(workflow: dict, node_id: int, input_name: str) -> dict:
+    nodes = {node["id"]: node for node in workflow["nodes"]}
+    return nodes[_link_source(workflow, node_id, input_name)[0]]
+
+
+def _full_chain(workflow: dict) -> dict:
+    """The chain's nodes, checked: reference -> Anchor Search -> Budget Slider -> Cached Model -> KSampler,
+    with the search fed what the sampler gets (same model before the cache, conditioning, latent, settings)."""
     sampler = next(node for node in workflow["nodes"] if node["type"] == "KSampler")
     cached = _upstream(workflow, sampler["id"], "model")
     assert cached["type"] == "OTCacheCachedModel"
@@ -221,10 +253,63 @@ def test_model_workflows_have_the_full_chain(name):
     assert slider["type"] == "OTCacheBudgetSlider"
     reference = _upstream(workflow, slider["id"], "reference")
     anchor = _upstream(workflow, slider["id"], "anchor")
-    assert reference["type"] == "OTCacheSchedulePreset" and anchor["type"] in ("OTCacheSchedulePreset", "OTCacheScheduleFromText")
-    assert reference["widgets_values"][0].startswith(f"lemica-{family}-50-")
+    assert anchor["type"] == "OTCacheAnchorSearch"
+    assert _link_source(workflow, anchor["id"], "reference") == _link_source(workflow, slider["id"], "reference")
+    # The search runs the sampler's model as it is before the Cached Model, and the sampler's inputs.
+    assert _link_source(workflow, anchor["id"], "model") == _link_source(workflow, cached["id"], "model")
+    for name in ("positive", "negative", "latent_image"):
+        assert _link_source(workflow, anchor["id"], name) == _link_source(workflow, sampler["id"], name), name
+    decode = next(node for node in workflow["nodes"] if node["type"] == "VAEDecode")
+    assert _link_source(workflow, anchor["id"], "vae") == _link_source(workflow, decode["id"], "vae")
+    assert _link_source(workflow, decode["id"], "samples") == (sampler["id"], 0)
+    searched, sampled = widgets(anchor), widgets(sampler)
+    assert {k: searched[k] for k in SAMPLING} == {k: sampled[k] for k in SAMPLING}
+    assert sampled[f"seed.{CONTROL}"] == "fixed" and sampled["denoise"] == 1.0
+    return {"sampler": sampler, "cached": cached, "slider": slider, "reference": reference, "anchor": anchor}
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_WORKFLOWS))
+def test_model_workflows_have_the_full_chain(name):
+    """Preset (reference) -> Anchor Search -> Budget Slider -> Cached Model -> KSampler, 50 steps."""
+    family, latent = MODEL_WORKFLOWS[name]
+    workflow = by_name(name)
+    types = [node["type"] for node in workflow["nodes"]]
+    assert latent in types and "VAEDecode" in types and "UNETLoader" in types and "VAELoader" in types
+    chain = _full_chain(workflow)
+    reference, anchor = chain["reference"], chain["anchor"]
+    assert reference["type"] == "OTCacheSchedulePreset"
+    assert widgets(reference)["preset"].startswith(f"lemica-{family}-50-")
+    assert _upstream(workflow, anchor["id"], "vae")["type"] == "VAELoader"
+    assert _upstream(workflow, anchor["id"], "latent_image")["type"] == latent
+    searched = widgets(anchor)
+    # Budget 0 (about N/7), 30 trials, LPIPS; the default SQLite study in the user directory.
+    assert (searched["budget"], searched["trials"], searched["metric"], searched["storage"]) == (0, 30, "lpips", "")
+    assert searched["reuse"] == widgets(chain["cached"])["reuse"]  # what is measured is what runs
     # The sampler runs the schedules' step count, so nothing is resampled.
-    assert sampler["widgets_values"][2] == 50
+    assert widgets(chain["sampler"])["steps"] == 50 and widgets(chain["slider"])["steps"] == 0
+    note = next(node for node in workflow["nodes"] if node["type"] == "MarkdownNote")["widgets_values"][0]
+    for promise in ("Anchor Search", "resumes", "once per model", "OTCache Reference", "Budget Slider"):
+        assert promise in note, f"the note does not mention {promise!r}"
+
+
+def test_full_chain_demo_is_consistent():
+    """Demo model -> Reference -> Anchor Search -> Budget Slider -> Cached Model -> KSampler -> VAEDecode, one setting."""
+    workflow = by_name(FULL_CHAIN_DEMO)
+    chain = _full_chain(workflow)
+    reference, anchor, slider = chain["reference"], chain["anchor"], chain["slider"]
+    assert reference["type"] == "OTCacheReference"
+    demo = _upstream(workflow, chain["cached"]["id"], "model")
+    assert demo["type"] == "OTCacheDemoModel" and demo["widgets_values"][0] == "flux"
+    assert _link_source(workflow, anchor["id"], "vae") == (demo["id"], 4)  # the demo's fixed decoder
+    for name in ("model", "positive", "negative", "latent_image"):
+        assert _link_source(workflow, reference["id"], name) == _link_source(workflow, anchor["id"], name), name
+    calibrated, searched, sampled = widgets(reference), widgets(anchor), widgets(chain["sampler"])
+    assert {k: calibrated[k] for k in SAMPLING} == {k: sampled[k] for k in SAMPLING}
+    assert sampled["steps"] == 8 and sampled["sampler_name"] == "euler" and sampled["scheduler"] == "simple"
+    assert (calibrated["seeds"], calibrated["budget"], calibrated["edge_cost"], calibrated["max_skip"]) == (1, 0, "global", 3)
+    assert (searched["seeds"], searched["budget"], searched["trials"], searched["metric"]) == (1, 3, 4, "ssim")
+    assert widgets(slider) == {"speedup": 2.0, "mapping": "linear", "steps": 8}
+    assert calibrated["reuse"] == searched["reuse"] == widgets(chain["cached"])["reuse"]
 
 
 def test_schedules_travel_inside_the_workflow_files():
@@ -252,6 +337,18 @@ def test_schema_check_catches_stale_workflows(object_info):
     workflow["nodes"].append({"id": 99, "type": "OTCacheNoSuchNode", "inputs": [], "widgets_values": []})
     problems = "\n".join(check_workflow(workflow, object_info))
     assert "4 widgets_values for 3 widgets" in problems and "OTCacheNoSuchNode" in problems
+    # The frontend gives a `seed` input a control widget unless its spec turns it off: counted.
+    workflow = by_name(FULL_CHAIN_DEMO)
+    sampler = next(node for node in workflow["nodes"] if node["type"] == "KSampler")
+    del sampler["widgets_values"][1]
+    assert "6 widgets_values for 7 widgets" in "\n".join(check_workflow(workflow, object_info))
+
+
+@pytest.mark.server
+def test_widget_orders_match_the_server(object_info):
+    """The widget names the file-only checks read values by are the server's, in its order."""
+    for node_type, names in WIDGET_ORDER.items():
+        assert [spec[0] for spec in widget_specs(object_info[node_type])] == names, node_type
 
 
 @pytest.mark.server
@@ -272,3 +369,33 @@ def test_tiny_demo_runs_on_cpu(comfy_server, object_info):
     new = comfy_server.log()[len(before):]
     # speedup 2.0 at steps 10: K = 5 of N = 10 computed steps.
     assert re.search(r"OTCache \[block\] K=5/N=10: computed 5/10 evaluations", new), new[-3000:]
+
+
+@pytest.mark.server
+def test_full_chain_demo_runs_on_cpu(comfy_server, object_info):
+    """Reference (global, N=8) -> Anchor Search (4 trials, SSIM) -> Budget Slider -> Cached Model, run for real."""
+    workflow = by_name(FULL_CHAIN_DEMO)
+    chain = _full_chain(workflow)
+    prompt = to_api_prompt(workflow, object_info)
+    before = comfy_server.log()
+    entry = comfy_server.run_prompt(prompt, timeout=240)
+    new = comfy_server.log()[len(before):]
+    assert entry["status"]["status_str"] == "success"
+    outputs = entry["outputs"]
+
+    def schedule_of(node):
+        return outputs[str(node["id"])]["otcache_schedule"][0]
+
+    # The Reference reports its schedule as text ("OTCache Reference K=4/N=8 (2.00x): 8:...").
+    reference_text = outputs[str(chain["reference"]["id"])]["text"][0]
+    assert re.search(r"K=4/N=8\b", reference_text), reference_text  # budget 0 = a conservative N/2
+    anchor, sliced = schedule_of(chain["anchor"]), schedule_of(chain["slider"])
+    assert anchor["steps"] == sliced["steps"] == 8
+    assert len(anchor["compute"]) == 3  # the anchor's budget
+    assert anchor["metrics"]["metric"] == "1-ssim"  # asked for: no LPIPS download
+    # speedup 2.0 at 8 steps: K = 4; the Cached Model runs exactly the slider's schedule.
+    k = len(sliced["compute"])
+    assert k == 4
+    assert re.search(rf"OTCache \[block\] K={k}/N=8: computed {k}/8 evaluations", new), new[-3000:]
+    saved = outputs[str(next(n["id"] for n in workflow["nodes"] if n["type"] == "SaveImage"))]["images"]
+    assert len(saved) == 1 and saved[0]["filename"].endswith(".png")

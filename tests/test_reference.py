@@ -244,7 +244,8 @@ def test_node_execute_outside_a_server(model, conds, global_ref, runs):
     assert isinstance(schedule, Schedule) and schedule.budget == 6 and schedule.steps == N
     assert image.shape == heatmap_shape(N) and image.dtype == torch.float32
     assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
-    assert "K=6/N=10" in out.ui.as_dict()["text"][0]
+    assert "K=6/N=10" in out.ui["text"][0]
+    assert Schedule.from_json(out.ui["otcache_schedule"][0]) == schedule  # the frontend's strip draws this
     assert runs == []  # the module's global calibration is reused
     # budget 0: a conservative N/2
     out = OTCacheReference.execute(model=model, positive=positive, negative=negative,
