@@ -42,13 +42,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 from collections.abc import Mapping
 from typing import Any
 
 from ..otcache_core.interpolate import MAPPINGS, budget_range
 from ..otcache_core.presets import load_preset
 from ..otcache_core.schedule import COMPACT_FORM_HINT, Schedule, ScheduleError
+from .ui_text import prompt_server
 
 log = logging.getLogger(__name__)
 
@@ -226,14 +226,6 @@ def answer_request(handler, raw: bytes) -> tuple[int, dict[str, Any]]:
 # ---------------------------------------------------------------- registration
 
 
-def _prompt_server():
-    # A running ComfyUI has imported its server module; never import it here (slow, and
-    # without a server there is nothing to register on).
-    module = sys.modules.get("server")
-    prompt_server = getattr(module, "PromptServer", None)
-    return getattr(prompt_server, "instance", None)
-
-
 def register_routes(server: Any = None) -> bool:
     """Add the routes to ``PromptServer.instance.routes``; False (and no error) without a server.
 
@@ -243,7 +235,7 @@ def register_routes(server: Any = None) -> bool:
     global _registered
     if _registered:
         return True
-    server = server if server is not None else _prompt_server()
+    server = server if server is not None else prompt_server()
     routes = getattr(server, "routes", None)
     if routes is None:
         log.debug("OTCache: no PromptServer instance; preview routes not registered")
