@@ -1,0 +1,262 @@
+"""Procedural, conditioned data set for the tiny trained models (deterministic from a seed).
+
+Images are 64x64 RGB: a background and a few shapes. The *prompt* names only
+
+- the background kind (``solid``, ``hgrad``, ``vgrad``, ``stripes``, ``checker``, ``rings``) or ``any``;
+- 1 to 3 objects, each a colour (8 named colours) or ``any``, and a shape (``circle``,
+  ``square``, ``triangle``, ``diamond``, ``bar``) or ``any``.
+
+Everything else is left open and drawn at random: background colours, stripe
+orientation and period, the objects' positions, sizes, rotations and drawing order
+(occlusion), small colour jitter, and 0-3 extra small shapes that the prompt does not
+mention. So the prompt constrains the image only loosely, and the *layout* has to be
+decided by the sampler early, at high noise, as in real text-to-image models.
+
+Conditioning: a prompt is a fixed-length list of ``TOKENS`` tokens ``(slot, value)``;
+its embedding is, per token, the sum of a fixed random value embedding and a fixed
+random slot embedding (seeded, no learning), ``[TOKENS, CONTEXT_DIM]``.
+
+Latent space (:class:`PatchCodec`): a fixed, seeded *linear* decoder maps a 16-channel
+latent pixel to a 2x2x3 RGB patch, so a 32x32x16 latent (256 FLUX image tokens with
+patch size 2) decodes to 64x64x3. The encoder is its least-squares inverse; as the
+decoder is onto (12 < 16), every image round-trips exactly, and the data latents lie
+in a 12-dim subspace of the 16 channels. Latents are scaled to about
+unit variance in the model's internal space; :meth:`PatchCodec.decode` takes the
+KSampler's latent (after the FLUX latent format's ``process_out``) and returns pixels.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import torch
+
+IMAGE = 64
+PATCH = 2
+LATENT = IMAGE // PATCH  # 32: latent 32x32x16, 16x16 = 256 FLUX image tokens (patch_size 2)
+CHANNELS = 16
+TOKENS = 8
+CONTEXT_DIM = 32
+
+COLOURS = {
+    "red": (0.90, 0.15, 0.15), "green": (0.15, 0.75, 0.20), "blue": (0.15, 0.30, 0.90),
+    "yellow": (0.95, 0.85, 0.15), "cyan": (0.15, 0.85, 0.90), "magenta": (0.85, 0.20, 0.80),
+    "white": (0.95, 0.95, 0.95), "black": (0.05, 0.05, 0.05),
+}
+COLOUR_NAMES = tuple(COLOURS)
+SHAPES = ("circle", "square", "triangle", "diamond", "bar")
+BACKGROUNDS = ("solid", "hgrad", "vgrad", "stripes", "checker", "rings")
+ANY = "any"
+PAD = "pad"
+
+# FLUX latent format (comfy.latent_formats.Flux): internal = (user - shift) * scale
+FLUX_SCALE, FLUX_SHIFT = 0.3611, 0.1159
+
+
+# ----------------------------------------------------------------- prompts
+
+
+@dataclasses.dataclass(frozen=True)
+class Prompt:
+    background: str  # a BACKGROUNDS name or "any"
+    objects: tuple[tuple[str, str], ...]  # (colour or "any", shape or "any"), 1..3
+
+    def text(self) -> str:
+        objs = ", ".join(f"{c} {s}" for c, s in self.objects)
+        return f"{self.background} background; {objs}"
+
+    def tokens(self) -> list[tuple[str, str]]:
+        toks = [("bg", self.background), ("count", str(len(self.objects)))]
+        for k, (c, s) in enumerate(self.objects):
+            toks += [(f"colour{k}", c), (f"shape{k}", s)]
+        toks += [("pad", PAD)] * (TOKENS - len(toks))
+        return toks
+
+
+def random_prompt(rng: np.random.Generator, p_any: float = 0.25) -> Prompt:
+    bg = ANY if rng.random() < p_any else BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
+    n = int(rng.integers(1, 4))
+    objs = []
+    for _ in range(n):
+        c = ANY if rng.random() < p_any else COLOUR_NAMES[rng.integers(len(COLOUR_NAMES))]
+        s = ANY if rng.random() < p_any else SHAPES[rng.integers(len(SHAPES))]
+        objs.append((c, s))
+    return Prompt(bg, tuple(objs))
+
+
+class PromptEncoder:
+    """Prompt -> ``[TOKENS, CONTEXT_DIM]``: fixed random value + slot embeddings (seeded, learning-free)."""
+
+    def __init__(self, seed: int = 1234, dim: int = CONTEXT_DIM):
+        gen = torch.Generator().manual_seed(seed)
+        values = [ANY, PAD, *BACKGROUNDS, *COLOUR_NAMES, *SHAPES, "1", "2", "3"]
+        table = torch.randn(len(values), dim, generator=gen)
+        self.values = {v: table[i] for i, v in enumerate(values)}
+        slots = ["bg", "count", "pad"] + [f"{kind}{k}" for k in range(3) for kind in ("colour", "shape")]
+        stable = torch.randn(len(slots), dim, generator=gen) * 0.5
+        self.slots = {s: stable[i] for i, s in enumerate(slots)}
+        self.dim = dim
+
+    def __call__(self, prompt: Prompt) -> torch.Tensor:
+        return torch.stack([self.values[v] + self.slots[s] for s, v in prompt.tokens()])
+
+    def batch(self, prompts) -> torch.Tensor:
+        return torch.stack([self(p) for p in prompts])
+
+
+# ----------------------------------------------------------------- rendering
+
+
+def _grid():
+    y, x = np.mgrid[0:IMAGE, 0:IMAGE].astype(np.float64) + 0.5
+    return x, y
+
+
+_X, _Y = _grid()
+
+
+def _background(rng: np.random.Generator, kind: str) -> np.ndarray:
+    c1 = rng.uniform(0.1, 0.9, 3)
+    c2 = np.clip(c1 + rng.uniform(-0.6, 0.6, 3), 0, 1)
+    if kind == "solid":
+        w = np.zeros((IMAGE, IMAGE))
+    elif kind in ("hgrad", "vgrad"):
+        w = (_X if kind == "hgrad" else _Y) / IMAGE
+        if rng.random() < 0.5:
+            w = 1 - w
+    elif kind == "stripes":
+        angle = rng.uniform(0, math.pi)
+        period = rng.uniform(16, 32)
+        u = _X * math.cos(angle) + _Y * math.sin(angle)
+        w = (np.sin(2 * math.pi * u / period + rng.uniform(0, 2 * math.pi)) > 0).astype(np.float64)
+    elif kind == "checker":
+        period = rng.uniform(16, 32)
+        ox, oy = rng.uniform(0, period, 2)
+        w = ((np.floor((_X + ox) / period) + np.floor((_Y + oy) / period)) % 2).astype(np.float64)
+    elif kind == "rings":
+        cx, cy = rng.uniform(0, IMAGE, 2)
+        period = rng.uniform(14, 28)
+        r = np.hypot(_X - cx, _Y - cy)
+        w = 0.5 + 0.5 * np.cos(2 * math.pi * r / period)
+    else:
+        raise ValueError(kind)
+    return c1[None, None] * (1 - w[..., None]) + c2[None, None] * w[..., None]
+
+
+def _shape_mask(shape: str, cx: float, cy: float, size: float, angle: float) -> np.ndarray:
+    ca, sa = math.cos(angle), math.sin(angle)
+    u = (_X - cx) * ca + (_Y - cy) * sa
+    v = -(_X - cx) * sa + (_Y - cy) * ca
+    if shape == "circle":
+        return u * u + v * v <= size * size
+    if shape == "square":
+        return (np.abs(u) <= size * 0.85) & (np.abs(v) <= size * 0.85)
+    if shape == "diamond":
+        return np.abs(u) + np.abs(v) <= size * 1.1
+    if shape == "bar":
+        return (np.abs(u) <= size * 1.3) & (np.abs(v) <= size * 0.4)
+    if shape == "triangle":  # equilateral, circumradius ~size
+        r = size * 1.15
+        inside = v <= r * 0.5
+        for k in (1, 2):
+            a = 2 * math.pi * k / 3
+            inside &= (-u * math.sin(a) + v * math.cos(a)) <= r * 0.5
+        return inside
+    raise ValueError(shape)
+
+
+def render(prompt: Prompt, rng: np.random.Generator) -> np.ndarray:
+    """One image ``[64, 64, 3]`` in [0, 1] matching ``prompt``; the open attributes come from ``rng``."""
+    kind = prompt.background if prompt.background != ANY else BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
+    img = _background(rng, kind)
+    items = []
+    for colour, shape in prompt.objects:
+        c = np.array(COLOURS[colour] if colour != ANY else COLOURS[COLOUR_NAMES[rng.integers(len(COLOUR_NAMES))]])
+        c = np.clip(c + rng.normal(0, 0.04, 3), 0, 1)
+        s = shape if shape != ANY else SHAPES[rng.integers(len(SHAPES))]
+        items.append((c, s, rng.uniform(7, 17)))
+    for _ in range(int(rng.integers(0, 4))):  # extra small shapes the prompt does not name
+        items.append((rng.uniform(0, 1, 3), SHAPES[rng.integers(len(SHAPES))], rng.uniform(3, 5.5)))
+    order = rng.permutation(len(items))  # occlusion order is open
+    for k in order:
+        c, s, size = items[k]
+        cx, cy = rng.uniform(size * 0.6, IMAGE - size * 0.6, 2)
+        mask = _shape_mask(s, cx, cy, size, rng.uniform(0, 2 * math.pi))
+        img[mask] = c
+    return img
+
+
+def sample_batch(seed: int, index: int, batch: int, p_any: float = 0.25):
+    """Deterministic batch number ``index`` of stream ``seed``: (prompts, images ``[B, 64, 64, 3]``)."""
+    rng = np.random.default_rng([seed, index])
+    prompts = [random_prompt(rng, p_any) for _ in range(batch)]
+    images = np.stack([render(p, rng) for p in prompts])
+    return prompts, torch.from_numpy(images).float()
+
+
+def held_out_prompts(count: int, seed: int = 999_999) -> list[Prompt]:
+    """Prompts for evaluation (a stream the training never draws: training seeds are < 2**31 with index >= 0)."""
+    rng = np.random.default_rng([seed, 7, 7, 7])
+    return [random_prompt(rng) for _ in range(count)]
+
+
+# ----------------------------------------------------------------- latent codec
+
+
+def decoder_matrix(seed: int = 4321) -> np.ndarray:
+    """``M``, ``[16, 12]``: the first 12 columns of a seeded random 16x16 orthogonal matrix.
+
+    The decoder maps a latent pixel ``z`` (16 channels) to a 2x2x3 patch ``M.T @ z``
+    (flattened y, x, rgb); ``M.T @ M = I_12``, so the decoder is onto and its least-squares
+    inverse is ``x -> M @ x``. Image latents lie in a 12-dim subspace of the 16 channels,
+    and all 16 channels carry signal.
+    """
+    rng = np.random.default_rng(seed)
+    q, r = np.linalg.qr(rng.normal(size=(CHANNELS, CHANNELS)))
+    q = q * np.sign(np.diag(r))[None]
+    return q[:, :PATCH * PATCH * 3]
+
+
+class PatchCodec:
+    """Fixed linear decoder latent ``[B, 16, 32, 32]`` -> RGB ``[B, 64, 64, 3]`` and its least-squares encoder.
+
+    Per latent pixel: ``patch(2x2x3) = 0.5 + M.T z / gain`` (:func:`decoder_matrix`), with
+    ``z`` the model's *internal* latent; ``gain`` makes it about unit variance on the data.
+    ``encode`` returns internal latents (what training uses); ``decode`` takes the
+    user-space latent a KSampler returns (FLUX ``process_out`` applied) unless
+    ``internal=True``. ``decode(encode(x)) == x`` for every image (the decoder is onto),
+    and ``encode(decode(z)) == z`` for latents in the decoder's row space.
+    """
+
+    upscale = PATCH
+    gain = 4.0
+
+    def __init__(self, seed: int = 4321):
+        self.matrix = torch.from_numpy(decoder_matrix(seed)).float()  # [16, 12]
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        b, h, w, _ = images.shape
+        x = (images.float() - 0.5).reshape(b, h // PATCH, PATCH, w // PATCH, PATCH, 3)
+        x = x.permute(0, 1, 3, 2, 4, 5).reshape(b, h // PATCH, w // PATCH, -1)  # [B, H/2, W/2, 12]
+        z = x @ self.matrix.T * self.gain  # [B, H/2, W/2, 16]
+        return z.permute(0, 3, 1, 2).contiguous()
+
+    def decode(self, samples: torch.Tensor, internal: bool = False, clamp: bool = True) -> torch.Tensor:
+        """RGB ``[B, 64, 64, 3]`` in [0, 1] (ComfyUI IMAGE layout)."""
+        z = samples.float().cpu()
+        if not internal:
+            z = self.to_internal(z)
+        b, c, h, w = z.shape
+        x = z.permute(0, 2, 3, 1) @ self.matrix / self.gain  # [B, h, w, 12]
+        x = x.reshape(b, h, w, PATCH, PATCH, 3).permute(0, 1, 3, 2, 4, 5).reshape(b, h * PATCH, w * PATCH, 3)
+        x = x + 0.5
+        return x.clamp(0, 1) if clamp else x
+
+    @staticmethod
+    def to_user(z_internal: torch.Tensor) -> torch.Tensor:
+        return z_internal / FLUX_SCALE + FLUX_SHIFT
+
+    @staticmethod
+    def to_internal(z_user: torch.Tensor) -> torch.Tensor:
+        return (z_user - FLUX_SHIFT) * FLUX_SCALE

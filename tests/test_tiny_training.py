@@ -1,0 +1,88 @@
+"""The tiny-model training kit (benchmarks/tiny): data determinism, codec round trip, a real training step."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks" / "tiny"))
+
+import common  # noqa: E402
+import data  # noqa: E402
+
+import comfy.model_management  # noqa: E402
+
+
+def test_batches_are_deterministic_and_differ_by_index():
+    p1, a = data.sample_batch(3, 5, 4)
+    p2, b = data.sample_batch(3, 5, 4)
+    _, c = data.sample_batch(3, 6, 4)
+    assert [p.text() for p in p1] == [p.text() for p in p2]
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    assert a.shape == (4, 64, 64, 3) and 0 <= float(a.min()) and float(a.max()) <= 1
+
+
+def test_prompts_leave_layout_open():
+    """Same prompt, different streams: different images (positions, sizes, ... are not named)."""
+    prompt = data.Prompt("solid", (("red", "circle"),))
+    import numpy as np
+    x = data.render(prompt, np.random.default_rng(0))
+    y = data.render(prompt, np.random.default_rng(1))
+    assert float(abs(x - y).mean()) > 0.05
+
+
+def test_prompt_embedding_is_fixed_and_distinguishes_prompts():
+    enc1, enc2 = data.PromptEncoder(), data.PromptEncoder()
+    p = data.Prompt("stripes", (("blue", "any"), ("any", "triangle")))
+    q = data.Prompt("stripes", (("blue", "any"), ("any", "square")))
+    assert enc1(p).shape == (data.TOKENS, data.CONTEXT_DIM)
+    assert torch.equal(enc1(p), enc2(p))
+    assert not torch.equal(enc1(p), enc1(q))
+
+
+def test_codec_round_trip():
+    codec = data.PatchCodec()
+    m = codec.matrix
+    assert torch.allclose(m.T @ m, torch.eye(m.shape[1]), atol=1e-5)
+    _, images = data.sample_batch(0, 0, 3)
+    z = codec.encode(images)
+    assert z.shape == (3, 16, data.LATENT, data.LATENT)
+    assert 0.5 < float(z.std()) < 2.0  # about unit variance in the model's internal space
+    assert torch.allclose(codec.decode(z, internal=True), images, atol=1e-5)
+    # user space (KSampler output, FLUX latent format) decodes to the same pixels
+    assert torch.allclose(codec.decode(codec.to_user(z)), images, atol=1e-4)
+    # latents in the decoder's row space round-trip; the null space decodes to nothing
+    w = torch.randn(2, 16, 4, 4)
+    proj = torch.einsum("ck,dk,bdhw->bchw", m, m, w)
+    assert torch.allclose(codec.encode(codec.decode(proj, internal=True, clamp=False)), proj, atol=1e-4)
+
+
+def test_one_training_step_through_apply_model_reduces_loss():
+    torch.manual_seed(0)
+    arch = {**common.FLUX_ARCH, "hidden_size": 32, "num_heads": 1, "depth": 1, "depth_single_blocks": 1}
+    model = common.build_tiny_model("flux", 0, **arch)
+    dm = model.model.diffusion_model
+    assert not any(p.requires_grad for p in dm.parameters())  # ComfyUI loads it frozen
+    prompts, images = data.sample_batch(0, 0, 2)
+    x0 = data.PatchCodec().encode(images)[:, :, :8, :8]
+    ctx = data.PromptEncoder().batch(prompts)
+    gen = torch.Generator().manual_seed(0)
+    noise = torch.randn(x0.shape, generator=gen)
+    sigma = torch.tensor([0.3, 0.8])
+    common.set_training(model, True)
+    try:
+        opt = torch.optim.Adam(dm.parameters(), lr=1e-3)
+        loss0 = common.velocity_loss(model, x0, ctx, noise, sigma)
+        opt.zero_grad()
+        loss0.backward()
+        for block in (dm.double_blocks[0].img_attn.qkv, dm.double_blocks[0].txt_mlp[0], dm.single_blocks[0].linear1):
+            assert block.weight.grad is not None and float(block.weight.grad.abs().sum()) > 0
+        opt.step()
+        with torch.no_grad():
+            loss1 = common.velocity_loss(model, x0, ctx, noise, sigma)
+        assert float(loss1) < float(loss0.detach())
+    finally:
+        common.set_training(model, False)
+    assert comfy.model_management.in_training is False
