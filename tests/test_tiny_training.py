@@ -1,4 +1,4 @@
-"""The tiny-model training kit (benchmarks/tiny): data determinism, codec round trip, a real training step."""
+"""The tiny-model training kit (benchmarks/tiny, nodes/tiny_data.py): data determinism, codec round trips, real training steps."""
 from __future__ import annotations
 
 import sys
@@ -9,7 +9,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks" / "tiny"))
 
 import common  # noqa: E402
-import data  # noqa: E402
+from common import data  # noqa: E402  (nodes/tiny_data.py)
+
+import pytest  # noqa: E402
 
 import comfy.model_management  # noqa: E402
 
@@ -53,6 +55,7 @@ def test_codec_round_trip():
     assert torch.allclose(codec.decode(z, internal=True), images, atol=1e-5)
     # user space (KSampler output, FLUX latent format) decodes to the same pixels
     assert torch.allclose(codec.decode(codec.to_user(z)), images, atol=1e-4)
+    assert torch.allclose(codec.to_user(z), z / data.FLUX_SCALE + data.FLUX_SHIFT)
     # latents in the decoder's row space round-trip; the null space decodes to nothing
     w = torch.randn(2, 16, 4, 4)
     proj = torch.einsum("ck,dk,bdhw->bchw", m, m, w)
@@ -86,3 +89,74 @@ def test_one_training_step_through_apply_model_reduces_loss():
     finally:
         common.set_training(model, False)
     assert comfy.model_management.in_training is False
+
+
+def test_clips_move_objects_over_a_fixed_background():
+    prompts, clips = data.sample_batch(3, 5, 2, frames=data.CLIP_FRAMES)
+    again = data.sample_batch(3, 5, 2, frames=data.CLIP_FRAMES)[1]
+    assert clips.shape == (2, data.CLIP_FRAMES, 32, 32, 3) and torch.equal(clips, again)
+    moved = (clips[:, 1:] - clips[:, :-1]).abs().amax(dim=(2, 3, 4))
+    assert bool((moved > 0.05).all())  # something moves between every pair of frames
+    still = (clips[:, 1:] - clips[:, :-1]).abs().sum(-1) == 0
+    assert float(still.float().mean()) > 0.3  # ... and most of each frame (the background) does not
+
+
+@pytest.mark.parametrize("name", ["qwen_image", "hunyuan_video"])
+def test_video_latents_round_trip_in_the_models_latent_format(name):
+    fam = common.get_family(name)
+    model = common.build_tiny_model(name, 0)
+    codec = common.codec_for(model)
+    prompts, z = common.training_latents(fam, 0, 0, 2, codec)
+    assert tuple(z.shape) == fam.latent_shape(2)
+    frames = codec.decode(codec.to_user(z))  # [B*T, H, W, 3], the IMAGE layout of frames
+    t = fam.frames
+    if t == 1:
+        expected = data.sample_batch(0, 0, 2)[1]
+    else:
+        expected = data.sample_batch(0, 0, 2, frames=t)[1].reshape(2 * t, 32, 32, 3)
+    assert torch.allclose(frames, expected, atol=1e-4)
+    # the latent format really is the family's own (not FLUX's constants)
+    assert not torch.allclose(codec.to_user(z), z / data.FLUX_SCALE + data.FLUX_SHIFT)
+
+
+@pytest.mark.parametrize("name", ["qwen_image", "hunyuan_video"])
+def test_one_training_step_on_each_family(name):
+    torch.manual_seed(0)
+    fam = common.get_family(name)
+    model = common.build_tiny_model(name, 0, **fam.arch)
+    dm = model.model.diffusion_model
+    codec = common.codec_for(model)
+    prompts, x0 = common.training_latents(fam, 0, 0, 2, codec)
+    x0 = x0[..., :8, :8]
+    ctx = common.conditioning(fam, prompts)[0][0]
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    sigma = torch.tensor([0.3, 0.8])
+    common.set_training(model, True)
+    try:
+        opt = torch.optim.Adam(dm.parameters(), lr=1e-3)
+        loss0 = common.velocity_loss(model, x0, ctx, noise, sigma)
+        opt.zero_grad()
+        loss0.backward()
+        grads = [p.grad for p in dm.parameters() if p.grad is not None]
+        assert len(grads) > 0.8 * sum(1 for _ in dm.parameters())
+        opt.step()
+        with torch.no_grad():
+            loss1 = common.velocity_loss(model, x0, ctx, noise, sigma)
+        assert float(loss1) < float(loss0.detach())
+    finally:
+        common.set_training(model, False)
+
+
+@pytest.mark.parametrize("name", ["flux", "qwen_image", "hunyuan_video"])
+def test_training_sigmas_span_the_models_own_schedule(name):
+    """t in (0, 1) maps onto the whole sigma range of the model's own shifted schedule.
+
+    HunyuanVideo's model sampling takes timesteps in [0, 1000]: feeding it t in [0, 1]
+    trained the first HunyuanVideo run at sigma < 0.01 only.
+    """
+    model = common.build_tiny_model(name, 0, **common.FAMILIES[name].arch)
+    u = torch.tensor([0.02, 0.5, 0.98])
+    sigma = common.shifted_sigmas(model, u)
+    assert float(sigma[0]) < 0.3 and float(sigma[1]) > 0.5 and float(sigma[2]) > 0.95
+    shift = model.model.model_sampling  # the shift pushes the middle up, as at sampling time
+    assert float(sigma[1]) == pytest.approx(float(shift.sigma(torch.tensor(0.5) * float(shift.timestep(torch.tensor(1.0))))))

@@ -8,14 +8,15 @@
 2. W1 distance between quantile functions (``otcache_core.warp.warp``), in steps of N:
    ``(N-1) * integral_0^1 |Q_a(u) - Q_b(u)| du``, reference vs the published
    budget-N/5 schedule (resampled to N when N != 50), and uniform vs published.
-3. PSNR (decoded with the fixed codec of data.py) of the published schedule and of
-   uniform, against full compute, on ``--eval`` held-out prompts, reuse modes
-   ``block`` and ``output``.
+3. PSNR and SSIM (decoded with the fixed codec of nodes/tiny_data.py) of the published
+   schedule, of uniform and of the reference, against full compute, on ``--eval``
+   held-out prompts, for each cache reuse mode (``block``, ``residual``, ``output``):
+   the measurement behind the runtime's ``reuse=auto`` default.
 
 Cost: global calibration is about N^2 W / 2 model evaluations per prompt and seed, so on
 2 CPU cores N=50, W=8 is hours; ``--steps 28 --max-skip 6`` is the CPU default.
 
-    .venv/bin/python benchmarks/tiny/check_schedules.py [--steps 28] [--max-skip 6] [--prompts 2] [--seeds 1]
+    .venv/bin/python benchmarks/tiny/check_schedules.py --family flux [--steps 28] [--max-skip 6] [--prompts 2] [--seeds 1]
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import json
 import time
 from pathlib import Path
 
-from common import HERE, data, load_trained
+from common import FAMILIES, HERE, codec_for, conditioning, data, empty_latent, get_family, load_trained
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -32,11 +33,14 @@ import torch  # noqa: E402
 from comfyui_otcache.nodes.calibration import SamplingSetup, calibrate  # noqa: E402
 from comfyui_otcache.otcache_core.edge_costs import CostMatrix  # noqa: E402
 from comfyui_otcache.otcache_core.graph import best_path  # noqa: E402
+from comfyui_otcache.otcache_core.perceptual import ssim  # noqa: E402
 from comfyui_otcache.otcache_core.presets import load_preset  # noqa: E402
 from comfyui_otcache.otcache_core.schedule import Schedule  # noqa: E402
 from comfyui_otcache.otcache_core.warp import resample, warp  # noqa: E402
 
-PUBLISHED = {"flux": "lemica-flux1-dev-50-10"}
+PUBLISHED = {"flux": "lemica-flux1-dev-50-10", "qwen_image": "lemica-qwen-image-50-10",
+             "hunyuan_video": "lemica-hunyuanvideo-1.5-50-10"}
+MODES = ("block", "residual", "output")
 
 
 def w1_steps(a: Schedule, b: Schedule, steps: int, grid: int = 4001) -> float:
@@ -49,27 +53,29 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return 99.0 if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
-def setup_for(model, prompt, steps: int) -> SamplingSetup:
-    pos = [[data.PromptEncoder()(prompt)[None], {}]]
-    latent = {"samples": torch.zeros(1, 16, data.LATENT, data.LATENT)}
-    return SamplingSetup(model, pos, pos, latent, "euler", "simple", steps, 1.0)
+def setup_for(model, fam, prompt, steps: int) -> SamplingSetup:
+    pos = conditioning(fam, [prompt])
+    return SamplingSetup(model, pos, pos, empty_latent(fam), "euler", "simple", steps, 1.0)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--family", default="flux")
+    ap.add_argument("--family", default="flux", choices=list(FAMILIES))
     ap.add_argument("--steps", type=int, default=28)
     ap.add_argument("--max-skip", type=int, default=6)
     ap.add_argument("--prompts", type=int, default=2)
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--eval", type=int, default=8, help="held-out prompts for PSNR")
-    ap.add_argument("--reuse", default="block")
+    ap.add_argument("--reuse", default="block", help="reuse mode used for calibration")
+    ap.add_argument("--weights", type=Path, help="weights file (default: weights/<family>.safetensors)")
+    ap.add_argument("--costs", type=Path, help="a cost matrix (.npy) saved by an earlier run: skip calibration")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     n = args.steps
-    model, meta = load_trained(args.family)
+    fam = get_family(args.family)
+    model, meta = load_trained(args.family, args.weights)
     published = resample(load_preset(PUBLISHED[args.family]), n)
     budget = published.budget
     uniform = Schedule.uniform(n, budget)
@@ -78,14 +84,18 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     start = time.perf_counter()
-    matrices = []
-    for k, p in enumerate(cal_prompts):
-        setup = setup_for(model, p, n)
-        matrix = CostMatrix.new(n, args.max_skip, args.seeds, "global")
-        stats = calibrate(setup, 1000 + k * 100, matrix, args.reuse)
-        matrices.append(matrix.costs())
-        print(f"calibrated prompt {k} ({p.text()}): {stats.evaluations} evaluations, {stats.seconds:.0f} s", flush=True)
-    costs = np.mean(matrices, axis=0)
+    if args.costs:
+        costs = np.load(args.costs)
+    else:
+        matrices = []
+        for k, p in enumerate(cal_prompts):
+            setup = setup_for(model, fam, p, n)
+            matrix = CostMatrix.new(n, args.max_skip, args.seeds, "global")
+            stats = calibrate(setup, 1000 + k * 100, matrix, args.reuse)
+            matrices.append(matrix.costs())
+            print(f"calibrated prompt {k} ({p.text()}): {stats.evaluations} evaluations, {stats.seconds:.0f} s",
+                  flush=True)
+        costs = np.mean(matrices, axis=0)
     reference = Schedule(n, best_path(costs, budget, "minimax"), source="reference")
     result = {
         "model": meta, "steps": n, "budget": budget, "max_skip": args.max_skip, "reuse": args.reuse,
@@ -98,31 +108,36 @@ def main() -> None:
     print(json.dumps({k: v for k, v in result.items() if k != "model"}, indent=1), flush=True)
     np.save(args.out / f"{args.family}_global_costs_{n}.npy", costs)
 
-    codec = data.PatchCodec()
+    codec = codec_for(model)
     rows = []
-    for mode in ("block", "output"):
+    fulls = {}
+    for mode in MODES:
         for k, p in enumerate(eval_prompts):
-            setup = setup_for(model, p, n)
+            setup = setup_for(model, fam, p, n)
             seed = 5000 + k
-            full = codec.decode(setup.sample(seed).final)
+            if k not in fulls:
+                fulls[k] = codec.decode(setup.sample(seed).final)
+            full = fulls[k]
             row = {"mode": mode, "prompt": p.text()}
             for name, sched in (("published", published), ("uniform", uniform), ("reference", reference)):
-                row[name] = psnr(codec.decode(setup.sample(seed, sched, mode).final), full)
+                img = codec.decode(setup.sample(seed, sched, mode).final)
+                row[name] = psnr(img, full)
+                row[name + "_ssim"] = float(ssim(img, full).mean())
             rows.append(row)
             print(row, flush=True)
-    for mode in ("block", "output"):
+    for mode in MODES:
         r = [x for x in rows if x["mode"] == mode]
         margin = [x["published"] - x["uniform"] for x in r]
         result[f"psnr_{mode}"] = {
-            "published_mean": float(np.mean([x["published"] for x in r])),
-            "uniform_mean": float(np.mean([x["uniform"] for x in r])),
-            "reference_mean": float(np.mean([x["reference"] for x in r])),
+            **{f"{m}_mean": float(np.mean([x[m] for x in r])) for m in ("published", "uniform", "reference")},
+            **{f"{m}_ssim_mean": float(np.mean([x[m + "_ssim"] for x in r]))
+               for m in ("published", "uniform", "reference")},
             "published_minus_uniform_mean": float(np.mean(margin)),
             "published_wins": int(sum(m > 0 for m in margin)), "prompts": len(r)}
     result["psnr_rows"] = rows
     (args.out / f"{args.family}_check_{n}.json").write_text(json.dumps(result, indent=1))
     print(json.dumps({k: result[k] for k in ("w1_reference_published", "w1_uniform_published",
-                                             "psnr_block", "psnr_output")}, indent=1))
+                                             *[f"psnr_{m}" for m in MODES])}, indent=1))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Shared by the tiny-model scripts: ComfyUI import, architecture, training step, loading weights."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -21,13 +22,78 @@ import comfy.model_management  # noqa: E402
 
 from comfyui_otcache.nodes.tiny_models import build_tiny_model  # noqa: E402
 
-import data  # noqa: E402
+from comfyui_otcache.nodes import tiny_data as data  # noqa: E402
 
 WEIGHTS = HERE / "weights"
 
 # A tiny FLUX: 128 hidden, 4 heads of 32 (RoPE axes 8+12+12), 2 double + 2 single blocks.
 FLUX_ARCH = {"hidden_size": 128, "num_heads": 4, "axes_dim": [8, 12, 12], "depth": 2,
              "depth_single_blocks": 2, "mlp_ratio": 2.0, "context_in_dim": data.CONTEXT_DIM}
+# A tiny Qwen-Image: 3 double-stream layers, 4 heads of 32 (RoPE axes 8+12+12).
+QWEN_ARCH = {"num_layers": 3, "attention_head_dim": 32, "num_attention_heads": 4,
+             "joint_attention_dim": data.CONTEXT_DIM, "axes_dims_rope": [8, 12, 12]}
+# A tiny HunyuanVideo: FLUX's sizes with 3-D patches (1x2x2) and RoPE over (t, h, w).
+HUNYUAN_ARCH = {**FLUX_ARCH, "theta": 256, "patch_size": [1, 2, 2]}
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """How one architecture meets the data set: its config, and its latent's layout."""
+
+    name: str
+    arch: dict
+    frames: int | None  # None: image latent [B, 16, 32, 32]; else [B, 16, frames, h, w]
+    latent_hw: int  # latent height = width
+
+    def latent_shape(self, batch: int = 1) -> tuple:
+        if self.frames is None:
+            return (batch, data.CHANNELS, self.latent_hw, self.latent_hw)
+        return (batch, data.CHANNELS, self.frames, self.latent_hw, self.latent_hw)
+
+
+FAMILIES = {
+    "flux": Family("flux", FLUX_ARCH, None, data.LATENT),
+    # Qwen-Image latents are 5-D with one frame (Wan 2.1 latent format).
+    "qwen_image": Family("qwen_image", QWEN_ARCH, 1, data.LATENT),
+    # 4 frames of 32x32 pixels: 4 x 8 x 8 = 256 tokens, as the image models.
+    "hunyuan_video": Family("hunyuan_video", HUNYUAN_ARCH, data.CLIP_FRAMES, data.LATENT // 2),
+}
+
+
+def get_family(name: str) -> Family:
+    if name not in FAMILIES:
+        raise ValueError(f"unknown family {name!r}; choose one of {', '.join(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def training_latents(fam: Family, seed: int, index: int, batch: int, codec) -> tuple[list, torch.Tensor]:
+    """Batch ``index`` of data stream ``seed`` as (prompts, internal latents of ``fam``'s layout)."""
+    if fam.frames is None:
+        prompts, images = data.sample_batch(seed, index, batch)
+        return prompts, codec.encode(images)
+    if fam.frames == 1:  # single images in a 5-D latent
+        prompts, images = data.sample_batch(seed, index, batch)
+        return prompts, codec.encode(images).unsqueeze(2)
+    prompts, clips = data.sample_batch(seed, index, batch, frames=fam.frames)
+    return prompts, codec.encode(clips)
+
+
+def conditioning(fam: Family, prompts) -> list:
+    """ComfyUI CONDITIONING for a batch of prompts (HunyuanVideo's BaseModel wants a pooled vector)."""
+    context = data.PromptEncoder().batch(list(prompts))
+    options = {}
+    if fam.name == "hunyuan_video":  # required by its BaseModel, unused with vec_in_dim=None
+        options["pooled_output"] = torch.zeros(context.shape[0], data.CONTEXT_DIM)
+    return [[context, options]]
+
+
+def empty_latent(fam: Family, batch: int = 1) -> dict:
+    return {"samples": torch.zeros(fam.latent_shape(batch))}
+
+
+def codec_for(model) -> "data.PatchCodec":
+    """The fixed decoder, reading the KSampler's latents in ``model``'s own latent format."""
+    return data.PatchCodec(latent_format=model.model.latent_format)
 
 
 def set_training(model, on: bool) -> None:
@@ -56,7 +122,7 @@ def velocity_loss(model, x0: torch.Tensor, context: torch.Tensor, noise: torch.T
     (``img += ...``) onto tensors autograd saved; packing saved tensors as copies
     (``saved_tensors_hooks``) makes backprop correct without touching the model's code.
     """
-    s = sigma.view(-1, 1, 1, 1)
+    s = sigma.view(-1, *[1] * (x0.ndim - 1))
     xt = s * noise + (1 - s) * x0
     with torch.autograd.graph.saved_tensors_hooks(_pack, _unpack):
         denoised = model.model.apply_model(xt, sigma, c_crossattn=context)
@@ -64,9 +130,16 @@ def velocity_loss(model, x0: torch.Tensor, context: torch.Tensor, noise: torch.T
     return torch.nn.functional.mse_loss(v.float(), (noise - x0).float())
 
 
-def flux_sigmas(model, u: torch.Tensor) -> torch.Tensor:
-    """Map t in (0, 1) through the model's own time shift (ModelSamplingFlux.sigma)."""
-    return model.model.model_sampling.sigma(u)
+def shifted_sigmas(model, u: torch.Tensor) -> torch.Tensor:
+    """Map t in (0, 1) through the model's own time shift (its model_sampling's ``sigma``).
+
+    ``sigma()`` takes the model's own timestep scale: [0, 1] for FLUX and Qwen-Image
+    (ModelSamplingFlux), [0, 1000] for HunyuanVideo (ModelSamplingDiscreteFlow, multiplier
+    1000). ``timestep(1.0)`` is that scale's top.
+    """
+    sampling = model.model.model_sampling
+    top = float(sampling.timestep(torch.tensor(1.0)))
+    return sampling.sigma(u * top)
 
 
 def load_trained(family: str = "flux", path: Path | None = None):
@@ -76,7 +149,7 @@ def load_trained(family: str = "flux", path: Path | None = None):
     path = Path(path or WEIGHTS / f"{family}.safetensors")
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
-    arch = json.loads(meta["arch"]) if "arch" in meta else FLUX_ARCH
+    arch = json.loads(meta["arch"]) if "arch" in meta else FAMILIES[family].arch
     model = build_tiny_model(family, 0, **arch)
     state = {k: v.float() for k, v in load_file(str(path)).items()}
     model.model.diffusion_model.load_state_dict(state)

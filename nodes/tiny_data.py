@@ -37,6 +37,7 @@ PATCH = 2
 LATENT = IMAGE // PATCH  # 32: latent 32x32x16, 16x16 = 256 FLUX image tokens (patch_size 2)
 CHANNELS = 16
 TOKENS = 8
+CLIP_FRAMES = 4  # video clips: 4 frames of 32x32 (HunyuanVideo)
 CONTEXT_DIM = 32
 
 COLOURS = {
@@ -166,32 +167,73 @@ def _shape_mask(shape: str, cx: float, cy: float, size: float, angle: float) -> 
     raise ValueError(shape)
 
 
-def render(prompt: Prompt, rng: np.random.Generator) -> np.ndarray:
-    """One image ``[64, 64, 3]`` in [0, 1] matching ``prompt``; the open attributes come from ``rng``."""
+@dataclasses.dataclass
+class Layout:
+    """Everything a prompt leaves open, drawn once: background, and each item's look and place."""
+
+    background: np.ndarray  # [64, 64, 3]
+    items: list  # (colour [3], shape, size, cx, cy, angle), in drawing (occlusion) order
+    velocities: np.ndarray | None = None  # [items, 2] pixels per frame (clips only)
+
+
+def layout(prompt: Prompt, rng: np.random.Generator) -> Layout:
+    """Draw the open attributes of ``prompt`` (the order of draws is part of the data set: keep it)."""
     kind = prompt.background if prompt.background != ANY else BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
-    img = _background(rng, kind)
-    items = []
+    background = _background(rng, kind)
+    looks = []
     for colour, shape in prompt.objects:
         c = np.array(COLOURS[colour] if colour != ANY else COLOURS[COLOUR_NAMES[rng.integers(len(COLOUR_NAMES))]])
         c = np.clip(c + rng.normal(0, 0.04, 3), 0, 1)
         s = shape if shape != ANY else SHAPES[rng.integers(len(SHAPES))]
-        items.append((c, s, rng.uniform(7, 17)))
+        looks.append((c, s, rng.uniform(7, 17)))
     for _ in range(int(rng.integers(0, 4))):  # extra small shapes the prompt does not name
-        items.append((rng.uniform(0, 1, 3), SHAPES[rng.integers(len(SHAPES))], rng.uniform(3, 5.5)))
-    order = rng.permutation(len(items))  # occlusion order is open
-    for k in order:
-        c, s, size = items[k]
+        looks.append((rng.uniform(0, 1, 3), SHAPES[rng.integers(len(SHAPES))], rng.uniform(3, 5.5)))
+    items = []
+    for k in rng.permutation(len(looks)):  # occlusion order is open
+        c, s, size = looks[k]
         cx, cy = rng.uniform(size * 0.6, IMAGE - size * 0.6, 2)
-        mask = _shape_mask(s, cx, cy, size, rng.uniform(0, 2 * math.pi))
-        img[mask] = c
+        items.append((c, s, size, cx, cy, rng.uniform(0, 2 * math.pi)))
+    return Layout(background, items)
+
+
+def draw(lay: Layout, frame: float = 0.0) -> np.ndarray:
+    """The image of ``lay`` at ``frame`` (objects moved by their velocities), ``[64, 64, 3]`` in [0, 1]."""
+    img = lay.background.copy()
+    for k, (c, s, size, cx, cy, angle) in enumerate(lay.items):
+        if lay.velocities is not None:
+            cx, cy = cx + lay.velocities[k, 0] * frame, cy + lay.velocities[k, 1] * frame
+        img[_shape_mask(s, cx, cy, size, angle)] = c
     return img
 
 
-def sample_batch(seed: int, index: int, batch: int, p_any: float = 0.25):
-    """Deterministic batch number ``index`` of stream ``seed``: (prompts, images ``[B, 64, 64, 3]``)."""
+def render(prompt: Prompt, rng: np.random.Generator) -> np.ndarray:
+    """One image ``[64, 64, 3]`` in [0, 1] matching ``prompt``; the open attributes come from ``rng``."""
+    return draw(layout(prompt, rng))
+
+
+def render_clip(prompt: Prompt, rng: np.random.Generator, frames: int = CLIP_FRAMES) -> np.ndarray:
+    """A clip ``[frames, 32, 32, 3]``: the layout of :func:`render`, objects moving at open velocities.
+
+    Frames are drawn at 64x64 and averaged over 2x2 pixels, so a clip of ``CLIP_FRAMES``
+    frames is a ``[16, 4, 16, 16]`` latent: 4 x 8 x 8 = 256 HunyuanVideo tokens (patch 1x2x2).
+    """
+    lay = layout(prompt, rng)
+    lay.velocities = rng.uniform(-4.0, 4.0, (len(lay.items), 2))
+    clip = np.stack([draw(lay, f) for f in range(frames)])
+    return clip.reshape(frames, IMAGE // 2, 2, IMAGE // 2, 2, 3).mean(axis=(2, 4))
+
+
+def sample_batch(seed: int, index: int, batch: int, p_any: float = 0.25, frames: int | None = None):
+    """Deterministic batch number ``index`` of stream ``seed``: (prompts, images ``[B, 64, 64, 3]``).
+
+    With ``frames``, clips ``[B, frames, 32, 32, 3]`` (:func:`render_clip`) instead.
+    """
     rng = np.random.default_rng([seed, index])
     prompts = [random_prompt(rng, p_any) for _ in range(batch)]
-    images = np.stack([render(p, rng) for p in prompts])
+    if frames is None:
+        images = np.stack([render(p, rng) for p in prompts])
+    else:
+        images = np.stack([render_clip(p, rng, frames) for p in prompts])
     return prompts, torch.from_numpy(images).float()
 
 
@@ -219,23 +261,30 @@ def decoder_matrix(seed: int = 4321) -> np.ndarray:
 
 
 class PatchCodec:
-    """Fixed linear decoder latent ``[B, 16, 32, 32]`` -> RGB ``[B, 64, 64, 3]`` and its least-squares encoder.
+    """Fixed linear decoder latent ``[B, 16, h, w]`` -> RGB ``[B, 2h, 2w, 3]`` and its least-squares encoder.
 
     Per latent pixel: ``patch(2x2x3) = 0.5 + M.T z / gain`` (:func:`decoder_matrix`), with
     ``z`` the model's *internal* latent; ``gain`` makes it about unit variance on the data.
     ``encode`` returns internal latents (what training uses); ``decode`` takes the
-    user-space latent a KSampler returns (FLUX ``process_out`` applied) unless
-    ``internal=True``. ``decode(encode(x)) == x`` for every image (the decoder is onto),
-    and ``encode(decode(z)) == z`` for latents in the decoder's row space.
+    user-space latent a KSampler returns (the model's latent format, FLUX's by default,
+    ``process_out`` applied) unless ``internal=True``. ``decode(encode(x)) == x`` for every
+    image (the decoder is onto), and ``encode(decode(z)) == z`` for latents in the
+    decoder's row space. Video latents ``[B, 16, T, h, w]`` decode to ``[B*T, 2h, 2w, 3]``
+    (ComfyUI's IMAGE layout for frames) and clips ``[B, T, H, W, 3]`` encode to them.
     """
 
     upscale = PATCH
     gain = 4.0
 
-    def __init__(self, seed: int = 4321):
+    def __init__(self, seed: int = 4321, latent_format=None):
         self.matrix = torch.from_numpy(decoder_matrix(seed)).float()  # [16, 12]
+        self.latent_format = latent_format  # a comfy.latent_formats instance; None: FLUX's constants
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim == 5:  # clips [B, T, H, W, 3] -> [B, 16, T, h, w]
+            b, t = images.shape[:2]
+            z = self.encode(images.reshape(b * t, *images.shape[2:]))
+            return z.reshape(b, t, *z.shape[1:]).transpose(1, 2).contiguous()
         b, h, w, _ = images.shape
         x = (images.float() - 0.5).reshape(b, h // PATCH, PATCH, w // PATCH, PATCH, 3)
         x = x.permute(0, 1, 3, 2, 4, 5).reshape(b, h // PATCH, w // PATCH, -1)  # [B, H/2, W/2, 12]
@@ -243,20 +292,102 @@ class PatchCodec:
         return z.permute(0, 3, 1, 2).contiguous()
 
     def decode(self, samples: torch.Tensor, internal: bool = False, clamp: bool = True) -> torch.Tensor:
-        """RGB ``[B, 64, 64, 3]`` in [0, 1] (ComfyUI IMAGE layout)."""
+        """RGB ``[B, H, W, 3]`` (video: ``[B*T, H, W, 3]``) in [0, 1] (ComfyUI IMAGE layout)."""
         z = samples.float().cpu()
         if not internal:
             z = self.to_internal(z)
+        if z.ndim == 5:
+            z = z.transpose(1, 2).reshape(-1, z.shape[1], *z.shape[3:])
         b, c, h, w = z.shape
         x = z.permute(0, 2, 3, 1) @ self.matrix / self.gain  # [B, h, w, 12]
         x = x.reshape(b, h, w, PATCH, PATCH, 3).permute(0, 1, 3, 2, 4, 5).reshape(b, h * PATCH, w * PATCH, 3)
         x = x + 0.5
         return x.clamp(0, 1) if clamp else x
 
-    @staticmethod
-    def to_user(z_internal: torch.Tensor) -> torch.Tensor:
+    def to_user(self, z_internal: torch.Tensor) -> torch.Tensor:
+        if self.latent_format is not None:
+            return self.latent_format.process_out(z_internal)
         return z_internal / FLUX_SCALE + FLUX_SHIFT
 
-    @staticmethod
-    def to_internal(z_user: torch.Tensor) -> torch.Tensor:
+    def to_internal(self, z_user: torch.Tensor) -> torch.Tensor:
+        if self.latent_format is not None:
+            return self.latent_format.process_in(z_user)
         return (z_user - FLUX_SHIFT) * FLUX_SCALE
+
+
+# ----------------------------------------------------------------- prompt text (demo node, scripts/demo)
+
+PROMPT_FORM = "<background> background; <colour> <shape>[, <colour> <shape>[, <colour> <shape>]]"
+PROMPT_EXAMPLE = "stripes background; red circle, any square"
+MAX_OBJECTS = 3  # 2 + 2 * 3 = TOKENS: a fourth object has no token slots
+
+
+class PromptSyntaxError(ValueError):
+    """A prompt text that :func:`parse_prompt` does not accept; the message lists the allowed words."""
+
+
+def prompt_vocabulary() -> str:
+    """The words a prompt may use, one group per kind (for error messages and tooltips)."""
+    return (f"backgrounds: {', '.join(BACKGROUNDS)}, {ANY}; colours: {', '.join(COLOUR_NAMES)}, {ANY}; "
+            f"shapes: {', '.join(SHAPES)}, {ANY}")
+
+
+def _prompt_error(text: str, problem: str) -> PromptSyntaxError:
+    return PromptSyntaxError(f"bad prompt {text!r}: {problem}. Write {PROMPT_FORM}, e.g. {PROMPT_EXAMPLE!r}. "
+                             f"Allowed words: {prompt_vocabulary()}.")
+
+
+def _unknown(kind: str, word: str, allowed: tuple[str, ...]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, allowed, n=1)
+    return f"unknown {kind} {word!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+
+
+def parse_prompt(text: str) -> Prompt:
+    """The :class:`Prompt` of a text in the form :meth:`Prompt.text` writes (strict).
+
+    ``"stripes background; red circle, any square"``: a background kind (or ``any``) and
+    the word ``background``, a semicolon, then 1 to 3 objects separated by commas, each a
+    colour (or ``any``) and a shape (or ``any``). Case and extra spaces are ignored; any
+    other word, a missing part or a fourth object raises :class:`PromptSyntaxError`
+    naming the problem and listing the allowed words. ``parse_prompt(p.text()) == p``.
+    """
+    if not isinstance(text, str):
+        raise PromptSyntaxError(f"a prompt must be text, got {type(text).__name__}")
+    clean = " ".join(text.lower().split())
+    if not clean:
+        raise _prompt_error(text, "it is empty")
+    parts = clean.split(";")
+    if len(parts) == 1:
+        raise _prompt_error(text, "no ';' between the background and the objects")
+    if len(parts) > 2:
+        raise _prompt_error(text, f"{len(parts) - 1} ';' (one separates the background from the objects)")
+    head, tail = parts[0].split(), parts[1].strip()
+    if len(head) != 2 or head[1] != "background":
+        raise _prompt_error(text, f"before ';' write '<background> background', not {parts[0].strip()!r}")
+    background = head[0]
+    allowed_backgrounds = (*BACKGROUNDS, ANY)
+    if background not in allowed_backgrounds:
+        raise _prompt_error(text, _unknown("background", background, allowed_backgrounds))
+    if not tail:
+        raise _prompt_error(text, f"no object after ';' (1 to {MAX_OBJECTS})")
+    items = [item.strip() for item in tail.split(",")]
+    if len(items) > MAX_OBJECTS:
+        raise _prompt_error(text, f"{len(items)} objects; at most {MAX_OBJECTS}")
+    allowed_colours, allowed_shapes = (*COLOUR_NAMES, ANY), (*SHAPES, ANY)
+    objects = []
+    for number, item in enumerate(items, 1):
+        words = item.split()
+        if len(words) != 2:
+            shown = repr(item) if item else "empty"
+            raise _prompt_error(text, f"object {number} is {shown}; each object is '<colour> <shape>'")
+        colour, shape = words
+        if colour in SHAPES and shape in COLOUR_NAMES:
+            raise _prompt_error(text, f"object {number} {item!r}: the colour comes first ({shape} {colour})")
+        if colour not in allowed_colours:
+            raise _prompt_error(text, f"object {number}: {_unknown('colour', colour, allowed_colours)}")
+        if shape not in allowed_shapes:
+            raise _prompt_error(text, f"object {number}: {_unknown('shape', shape, allowed_shapes)}")
+        objects.append((colour, shape))
+    return Prompt(background, tuple(objects))
