@@ -7,7 +7,7 @@ from comfy_api.latest import ComfyExtension, io
 
 from .anchor_search import OTCacheAnchorSearch
 from .cached_model import OTCacheCachedModel
-from .demo import OTCacheDemoModel
+from .demo import OTCacheDemoModel, OTCacheTinyFlux
 from .reference import OTCacheReference
 from .routes import register_routes
 from .schedule_nodes import (
@@ -41,4 +41,5 @@ class OTCacheExtension(ComfyExtension):
             OTCacheBudgetSlider,
             OTCacheCachedModel,
             OTCacheDemoModel,
+            OTCacheTinyFlux,
         ]

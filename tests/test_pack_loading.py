@@ -9,7 +9,7 @@ from host import REPO_ROOT
 
 EXPECTED_NODES = {"OTCacheCachedModel", "OTCacheDemoModel", "OTCacheBudgetSlider", "OTCacheSchedulePreset",
                   "OTCacheScheduleFromText", "OTCacheScheduleLoad", "OTCacheScheduleSave", "OTCacheReference",
-                  "OTCacheAnchorSearch"}
+                  "OTCacheAnchorSearch", "OTCacheTinyFlux"}
 
 
 def registered_nodes():
