@@ -99,7 +99,8 @@ def main() -> None:
     reference = Schedule(n, best_path(costs, budget, "minimax"), source="reference")
     result = {
         "model": meta, "steps": n, "budget": budget, "max_skip": args.max_skip, "reuse": args.reuse,
-        "calibration_prompts": [p.text() for p in cal_prompts], "seeds": args.seeds,
+        "calibration_prompts": ([p.text() for p in cal_prompts] if not args.costs
+                                else f"none: cost matrix read from {args.costs}"), "seeds": args.seeds,
         "published": list(published.compute), "uniform": list(uniform.compute), "reference": list(reference.compute),
         "w1_reference_published": w1_steps(reference, published, n),
         "w1_uniform_published": w1_steps(uniform, published, n),
