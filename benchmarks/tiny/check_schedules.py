@@ -36,16 +36,11 @@ from comfyui_otcache.otcache_core.graph import best_path  # noqa: E402
 from comfyui_otcache.otcache_core.perceptual import ssim  # noqa: E402
 from comfyui_otcache.otcache_core.presets import load_preset  # noqa: E402
 from comfyui_otcache.otcache_core.schedule import Schedule  # noqa: E402
-from comfyui_otcache.otcache_core.warp import resample, warp  # noqa: E402
+from comfyui_otcache.otcache_core.warp import resample  # noqa: E402
 
-PUBLISHED = {"flux": "lemica-flux1-dev-50-10", "qwen_image": "lemica-qwen-image-50-10",
-             "hunyuan_video": "lemica-hunyuanvideo-1.5-50-10"}
+from acceptance import PUBLISHED, w1_steps  # noqa: E402
+
 MODES = ("block", "residual", "output")
-
-
-def w1_steps(a: Schedule, b: Schedule, steps: int, grid: int = 4001) -> float:
-    u = np.linspace(0.0, 1.0, grid)
-    return float(np.trapezoid(np.abs(warp(a)(u) - warp(b)(u)), u) * (steps - 1))
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -102,8 +97,8 @@ def main() -> None:
         "calibration_prompts": ([p.text() for p in cal_prompts] if not args.costs
                                 else f"none: cost matrix read from {args.costs}"), "seeds": args.seeds,
         "published": list(published.compute), "uniform": list(uniform.compute), "reference": list(reference.compute),
-        "w1_reference_published": w1_steps(reference, published, n),
-        "w1_uniform_published": w1_steps(uniform, published, n),
+        "w1_reference_published": w1_steps(reference, published),
+        "w1_uniform_published": w1_steps(uniform, published),
         "calibration_seconds": time.perf_counter() - start,
     }
     print(json.dumps({k: v for k, v in result.items() if k != "model"}, indent=1), flush=True)
