@@ -1,30 +1,32 @@
 """Before training: what a closed-form Gaussian denoiser of the data set says about caching schedules.
 
-The data latents (benchmarks/tiny/data.py) are modelled as a *stationary* Gaussian:
-a per-channel mean and, per spatial frequency k, a 16x16 channel covariance C_k
-(frequencies uncorrelated), estimated from ``--images`` training images. Its exact
-denoiser for ``x_t = (1 - s) x0 + s n`` is, per frequency,
-``x0_hat = mu + (1 - s) C_k ((1 - s)^2 C_k + s^2 I)^-1 (x_t - (1 - s) mu)``, and the
-velocity is ``(x_t - x0_hat) / s``. Euler over ComfyUI's ``simple`` sigmas of FLUX's
-model sampling (shift 1.15), N steps, as the KSampler would run them.
+The data latents of a family (``--family``; images, or clips for HunyuanVideo) are
+modelled as a *stationary* Gaussian: a per-channel mean and, per (temporal and) spatial
+frequency k, a 16x16 channel covariance C_k (frequencies uncorrelated), estimated from
+``--images`` training samples. Its exact denoiser for ``x_t = (1 - s) x0 + s n`` is, per
+frequency, ``x0_hat = mu + (1 - s) C_k ((1 - s)^2 C_k + s^2 I)^-1 (x_t - (1 - s) mu)``,
+and the velocity is ``(x_t - x0_hat) / s``. Euler over ComfyUI's ``simple`` sigmas of
+the family's own model sampling (FLUX: flux shift 1.15, Qwen-Image: 1.15, HunyuanVideo:
+discrete flow shift 7; ``--shift`` overrides), N steps, as the KSampler would run them.
 
 Then, exactly like the OTCache Reference with ``global`` edge costs and ``output`` reuse
 (the velocity of step i is reused on i+1..j-1; tails start from the recorded x_i):
-the cost matrix over ``--seeds`` noises, the minimax path at budget N/5, its W1 distance
-to the published FLUX.1-dev schedule and the uniform one's, and PSNR (decoded pixels)
+the cost matrix over ``--seeds`` noises, the minimax path at the budget of the family's
+published schedule (``--preset``, resampled to N steps), its W1 distance to that
+schedule and the uniform one's, and PSNR (decoded pixels)
 of published vs uniform vs reference against full compute on fresh noises.
 
 Cheap (seconds to a minute on CPU), so it is the way to design the data set: a layout
 that is decided early shows up as costly early edges and a front-loaded reference.
 
-    .venv/bin/python benchmarks/tiny/gaussian_check.py [--steps 50] [--max-skip 8] [--seeds 8]
+    .venv/bin/python benchmarks/tiny/gaussian_check.py [--family flux] [--steps 50] [--shift S]
 """
 from __future__ import annotations
 
 import argparse
 import json
 
-from common import HERE, data
+from common import HERE, data, get_family, training_latents
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -32,20 +34,23 @@ import torch  # noqa: E402
 import comfy.model_sampling  # noqa: E402
 import comfy.samplers  # noqa: E402
 
+from acceptance import PUBLISHED, w1_steps  # noqa: E402
+
+from comfyui_otcache.nodes.tiny_models import build_tiny_model  # noqa: E402
 from comfyui_otcache.otcache_core.edge_costs import error, window_edges  # noqa: E402
 from comfyui_otcache.otcache_core.graph import best_path  # noqa: E402
 from comfyui_otcache.otcache_core.presets import load_preset  # noqa: E402
 from comfyui_otcache.otcache_core.schedule import Schedule  # noqa: E402
-from comfyui_otcache.otcache_core.warp import resample, warp  # noqa: E402
+from comfyui_otcache.otcache_core.warp import resample  # noqa: E402
 
 
 class GaussianDenoiser:
     def __init__(self, latents: torch.Tensor):
-        x = latents.double()  # [B, C, H, W]
-        self.mu = x.mean(dim=(0, 2, 3))  # [C]
-        f = torch.fft.fft2(x - self.mu[None, :, None, None], norm="ortho")  # [B, C, H, W]
-        f = f.permute(2, 3, 1, 0)  # [H, W, C, B]
-        self.cov = (f @ f.conj().transpose(-1, -2)) / x.shape[0]  # [H, W, C, C]
+        x = latents.double()  # [B, C, *space] (space: H, W or T, H, W)
+        self.dims = tuple(range(2, x.ndim))
+        self.mu = x.mean(dim=(0, *self.dims))  # [C]
+        f = self._to_freq(x - self._mu_like(x))  # [*space, C, B]
+        self.cov = (f @ f.conj().transpose(-1, -2)) / x.shape[0]  # [*space, C, C]
         self.eye = torch.eye(x.shape[1], dtype=torch.complex128)
         self.gains: dict[float, torch.Tensor] = {}
 
@@ -56,12 +61,21 @@ class GaussianDenoiser:
             self.gains[s] = (1 - s) * torch.linalg.solve(a, self.cov)
         return self.gains[s]
 
+    def _mu_like(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mu.view(1, -1, *[1] * len(self.dims))
+
+    def _to_freq(self, x: torch.Tensor) -> torch.Tensor:
+        f = torch.fft.fftn(x, dim=self.dims, norm="ortho")
+        return f.permute(*self.dims, 1, 0)
+
+    def _from_freq(self, f: torch.Tensor) -> torch.Tensor:
+        k = len(self.dims)
+        f = f.permute(k + 1, k, *range(k))  # [B, C, *space]
+        return torch.fft.ifftn(f, dim=self.dims, norm="ortho").real
+
     def denoise(self, xt: torch.Tensor, s: float) -> torch.Tensor:
-        mu = self.mu[None, :, None, None]
-        f = torch.fft.fft2(xt - (1 - s) * mu, norm="ortho").permute(2, 3, 1, 0)  # [H, W, C, B]
-        g = self.gain(s) @ f
-        x0 = torch.fft.ifft2(g.permute(3, 2, 0, 1), norm="ortho").real
-        return mu + x0
+        mu = self._mu_like(xt)
+        return mu + self._from_freq(self.gain(s) @ self._to_freq(xt - (1 - s) * mu))
 
     def velocity(self, xt: torch.Tensor, s: float) -> torch.Tensor:
         return (xt - self.denoise(xt, s)) / s
@@ -81,11 +95,6 @@ def sample(model: GaussianDenoiser, sigmas, noise, compute=None, start=0, x=None
     return x, xs
 
 
-def w1_steps(a: Schedule, b: Schedule, steps: int) -> float:
-    u = np.linspace(0.0, 1.0, 4001)
-    return float(np.trapezoid(np.abs(warp(a)(u) - warp(b)(u)), u) * (steps - 1))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=50)
@@ -93,16 +102,23 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=8)
     ap.add_argument("--eval", type=int, default=16)
     ap.add_argument("--images", type=int, default=2048)
-    ap.add_argument("--preset", default="lemica-flux1-dev-50-10")
+    ap.add_argument("--family", default="flux", help="flux, qwen_image or hunyuan_video")
+    ap.add_argument("--shift", type=float, default=None, help="override the family's model-sampling shift")
+    ap.add_argument("--preset", default=None, help="published schedule (default: the family's at 50 steps, budget 10)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    fam = get_family(args.family)
+    sampling = build_tiny_model(fam.name, 0, **fam.arch).model.model_sampling
+    if args.shift is not None:
+        sampling.set_parameters(shift=args.shift, **({"multiplier": sampling.multiplier}
+                                                     if hasattr(sampling, "multiplier") else {}))
     codec = data.PatchCodec()
-    lat = torch.cat([codec.encode(data.sample_batch(12345, k, 64)[1]) for k in range(args.images // 64)])
+    lat = torch.cat([training_latents(fam, 12345, k, 64, codec)[1] for k in range(args.images // 64)])
     model = GaussianDenoiser(lat)
     n = args.steps
-    sigmas = comfy.samplers.calculate_sigmas(comfy.model_sampling.ModelSamplingFlux(), "simple", n).double()
-    published = resample(load_preset(args.preset), n)
+    sigmas = comfy.samplers.calculate_sigmas(sampling, "simple", n).double()
+    published = resample(load_preset(args.preset or PUBLISHED[fam.name]), n)
     budget = published.budget
     uniform = Schedule.uniform(n, budget)
 
@@ -126,15 +142,15 @@ def main() -> None:
 
     def psnr(s: Schedule) -> np.ndarray:
         out, _ = sample(model, sigmas, noise, set(s.compute))
-        mse = ((codec.decode(out.float(), internal=True) - full_px) ** 2).mean(dim=(1, 2, 3)).numpy()
+        mse = ((codec.decode(out.float(), internal=True) - full_px) ** 2).reshape(len(noise), -1).mean(1).numpy()
         return 10 * np.log10(1.0 / np.maximum(mse, 1e-12))
 
     p_pub, p_uni, p_ref = psnr(published), psnr(uniform), psnr(reference)
     result = {
-        "steps": n, "budget": budget, "max_skip": args.max_skip, "reuse": "output (velocity)",
+        "family": fam.name, "shift": float(sampling.shift), "steps": n, "budget": budget, "max_skip": args.max_skip, "reuse": "output (velocity)",
         "published": list(published.compute), "uniform": list(uniform.compute), "reference": list(reference.compute),
-        "w1_reference_published": w1_steps(reference, published, n),
-        "w1_uniform_published": w1_steps(uniform, published, n),
+        "w1_reference_published": w1_steps(reference, published),
+        "w1_uniform_published": w1_steps(uniform, published),
         "psnr_published_mean": float(p_pub.mean()), "psnr_uniform_mean": float(p_uni.mean()),
         "psnr_reference_mean": float(p_ref.mean()),
         "published_beats_uniform": f"{int((p_pub > p_uni).sum())}/{len(p_pub)}",
@@ -142,7 +158,8 @@ def main() -> None:
     print(json.dumps(result, indent=1))
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    (out / f"gaussian_check_{n}.json").write_text(json.dumps(result, indent=1))
+    tag = "" if args.shift is None else f"_shift{args.shift:g}"
+    (out / f"gaussian_check_{fam.name}_{n}{tag}.json").write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":
