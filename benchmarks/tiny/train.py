@@ -11,7 +11,11 @@ Writes ``weights/<family>.safetensors`` (bf16, EMA weights, metadata: arch, seed
 loss), ``flux_loss.png`` (loss curve) and ``flux_samples.png`` (held-out prompts,
 euler / simple / 28 steps / cfg 1, decoded with the fixed codec of data.py).
 
-    .venv/bin/python benchmarks/tiny/train.py --family flux|qwen_image|hunyuan_video [--steps 1000] [--seed 0]
+    .venv/bin/python benchmarks/tiny/train.py --family flux|qwen_image|hunyuan_video [--steps N] [--seed 0]
+
+Without ``--steps`` / ``--threads`` it uses the family's settings (``common.FAMILIES``), which
+reproduce the committed weights: 1000 steps at 1 thread (FLUX, Qwen-Image), 2400 steps at 2
+threads (HunyuanVideo).
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ import time
 from pathlib import Path
 
 from common import (FAMILIES, WEIGHTS, build_tiny_model, codec_for, conditioning, data, empty_latent, get_family,
-                    set_training, shifted_sigmas, training_latents, velocity_loss)
+                    set_training, training_latents, training_sigmas, velocity_loss)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -82,20 +86,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--family", default="flux", choices=list(FAMILIES))
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=None, help="default: the family's (FAMILIES[...].train_steps)")
     ap.add_argument("--batch", type=int, default=12)
     ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--ema", type=float, default=0.995)
     ap.add_argument("--minutes", type=float, default=60.0, help="safety cap on training wall time")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (results are deterministic for a given count)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads; results are deterministic for a given count (default: the family's)")
     ap.add_argument("--out", type=Path, default=WEIGHTS)
     ap.add_argument("--samples", type=int, default=16)
     args = ap.parse_args()
+    fam = get_family(args.family)
+    args.steps = fam.train_steps if args.steps is None else args.steps
+    args.threads = fam.train_threads if args.threads is None else args.threads
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    fam = get_family(args.family)
     arch = dict(fam.arch)
     model = build_tiny_model(args.family, args.seed, scale=1.0, **arch)
     dm = model.model.diffusion_model
@@ -125,11 +132,9 @@ def main() -> None:
         prompts, x0 = training_latents(fam, args.seed, step, args.batch, codec)
         ctx = conditioning(fam, prompts)[0][0]
         noise = torch.randn(x0.shape, generator=gen)
-        # t uniform, then the model's own shift: training density follows where the shifted
-        # "simple" scheduler evaluates. (Logit-normal t *and* the shift left sigma < 0.2 at
-        # 0.5% of samples: the first run never learnt the last steps and came out blocky.)
-        u = torch.rand(args.batch, generator=gen)
-        sigma = shifted_sigmas(model, u).clamp(1e-3, 1.0)
+        # (Logit-normal t *and* the shift left sigma < 0.2 at 0.5% of samples: the first run
+        # never learnt the last steps and came out blocky.)
+        sigma = training_sigmas(model, fam, args.batch, gen)
         loss = velocity_loss(model, x0, ctx, noise, sigma)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -155,7 +160,8 @@ def main() -> None:
             "planned_steps": str(args.steps), "batch": str(args.batch), "lr": str(args.lr), "ema": str(args.ema),
             "params": str(params), "threads": str(args.threads), "train_seconds": f"{seconds:.0f}", "time_capped": str(capped),
             "final_loss": f"{np.mean(losses[-100:]):.5f}", "data": "nodes/tiny_data.py" + (f" clips of {fam.frames} frames" if (fam.frames or 1) > 1 else ""),
-            "decoder": "nodes/tiny_data.py PatchCodec (seed 4321, gain 4)"}
+            "decoder": "nodes/tiny_data.py PatchCodec (seed 4321, gain 4)",
+            "uniform_sigma_share": str(fam.uniform_sigma_share)}
     state = {k: v.detach().to(torch.bfloat16).contiguous() for k, v in dm.state_dict().items()}
     save_file(state, str(args.out / f"{args.family}.safetensors"), metadata=meta)
     (args.out / f"{args.family}_train.json").write_text(json.dumps({**meta, "losses": [round(x, 5) for x in losses]}))
