@@ -102,8 +102,13 @@ class PromptEncoder:
     def __call__(self, prompt: Prompt) -> torch.Tensor:
         return torch.stack([self.values[v] + self.slots[s] for s, v in prompt.tokens()])
 
+    def null(self) -> torch.Tensor:
+        """The empty prompt (every token padding): what training shows for dropped conditioning, so cfg works."""
+        return torch.stack([self.values[PAD] + self.slots["pad"]] * TOKENS)
+
     def batch(self, prompts) -> torch.Tensor:
-        return torch.stack([self(p) for p in prompts])
+        """Prompts (``None`` is the empty prompt) -> ``[B, TOKENS, CONTEXT_DIM]``."""
+        return torch.stack([self.null() if p is None else self(p) for p in prompts])
 
 
 # ----------------------------------------------------------------- rendering
@@ -185,7 +190,7 @@ def layout(prompt: Prompt, rng: np.random.Generator) -> Layout:
         c = np.array(COLOURS[colour] if colour != ANY else COLOURS[COLOUR_NAMES[rng.integers(len(COLOUR_NAMES))]])
         c = np.clip(c + rng.normal(0, 0.04, 3), 0, 1)
         s = shape if shape != ANY else SHAPES[rng.integers(len(SHAPES))]
-        looks.append((c, s, rng.uniform(7, 17)))
+        looks.append((c, s, rng.uniform(9, 17)))
     for _ in range(int(rng.integers(0, 4))):  # extra small shapes the prompt does not name
         looks.append((rng.uniform(0, 1, 3), SHAPES[rng.integers(len(SHAPES))], rng.uniform(3, 5.5)))
     items = []

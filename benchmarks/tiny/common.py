@@ -26,11 +26,11 @@ from comfyui_otcache.nodes import tiny_data as data  # noqa: E402
 
 WEIGHTS = HERE / "weights"
 
-# A tiny FLUX: 128 hidden, 4 heads of 32 (RoPE axes 8+12+12), 2 double + 2 single blocks.
-FLUX_ARCH = {"hidden_size": 128, "num_heads": 4, "axes_dim": [8, 12, 12], "depth": 2,
-             "depth_single_blocks": 2, "mlp_ratio": 2.0, "context_in_dim": data.CONTEXT_DIM}
-# A tiny Qwen-Image: 3 double-stream layers, 4 heads of 32 (RoPE axes 8+12+12).
-QWEN_ARCH = {"num_layers": 3, "attention_head_dim": 32, "num_attention_heads": 4,
+# A tiny FLUX: 128 hidden, 4 heads of 32 (RoPE axes 8+12+12), 4 double + 4 single blocks.
+FLUX_ARCH = {"hidden_size": 128, "num_heads": 4, "axes_dim": [8, 12, 12], "depth": 4,
+             "depth_single_blocks": 4, "mlp_ratio": 2.0, "context_in_dim": data.CONTEXT_DIM}
+# A tiny Qwen-Image: 8 double-stream layers, 4 heads of 32 (RoPE axes 8+12+12).
+QWEN_ARCH = {"num_layers": 8, "attention_head_dim": 32, "num_attention_heads": 4,
              "joint_attention_dim": data.CONTEXT_DIM, "axes_dims_rope": [8, 12, 12]}
 # A tiny HunyuanVideo: FLUX's sizes with 3-D patches (1x2x2) and RoPE over (t, h, w).
 HUNYUAN_ARCH = {**FLUX_ARCH, "theta": 256, "patch_size": [1, 2, 2]}
@@ -46,9 +46,12 @@ class Family:
     latent_hw: int  # latent height = width
     # Share of training samples whose sigma is drawn uniformly in (0, 1) instead of through
     # the model's shift (see training_sigmas).
-    uniform_sigma_share: float = 0.0
-    train_steps: int = 1000  # train.py's defaults: the committed weights' settings
-    train_threads: int = 1
+    uniform_sigma_share: float = 0.25
+    train_steps: int = 4000  # train.py's defaults: the committed weights' settings
+    train_threads: int = 2
+    train_batch: int = 12
+    cond_dropout: float = 0.1  # share of training samples shown the empty prompt (for cfg)
+    cfg: float = 3.0  # the cfg the models sample with
 
     def latent_shape(self, batch: int = 1) -> tuple:
         if self.frames is None:
@@ -64,7 +67,7 @@ FAMILIES = {
     # Its shift 7 puts only 3.4% of shifted samples below sigma 0.2 (FLUX: 7%), so half
     # the batch is drawn uniformly in sigma to teach it the last steps too.
     "hunyuan_video": Family("hunyuan_video", HUNYUAN_ARCH, data.CLIP_FRAMES, data.LATENT // 2,
-                            uniform_sigma_share=0.5, train_steps=2400, train_threads=2),
+                            uniform_sigma_share=0.5),
 }
 
 

@@ -66,7 +66,8 @@ def sample_grid(model, fam, prompts, path: Path, steps: int = 28, seed: int = 0)
         latent = empty_latent(fam)["samples"]
         noise = comfy.sample.prepare_noise(latent, seed + k)
         pos = conditioning(fam, [p])
-        out = comfy.sample.sample(model, noise, steps, 1.0, "euler", "simple", pos, pos, latent, seed=seed + k,
+        neg = conditioning(fam, [None])
+        out = comfy.sample.sample(model, noise, steps, fam.cfg, "euler", "simple", pos, neg, latent, seed=seed + k,
                                   disable_pbar=True)
         frames = codec.decode(out)  # video: the frames side by side
         tiles.append(torch.cat(list(frames), dim=1))
@@ -82,12 +83,73 @@ def sample_grid(model, fam, prompts, path: Path, steps: int = 28, seed: int = 0)
     grid.save(path)
 
 
+def run_key(args) -> str:
+    """What a checkpoint belongs to: a checkpoint of another run is never resumed."""
+    return json.dumps({"family": args.family, "seed": args.seed, "steps": args.steps, "batch": args.batch,
+                       "lr": args.lr, "ema": args.ema, "threads": args.threads,
+                       "arch": get_family(args.family).arch}, sort_keys=True)
+
+
+class Checkpoint:
+    """A resumable training state in safetensors + JSON (no pickle): weights, EMA, AdamW moments, RNG.
+
+    Resuming restores every piece of state the loop reads, so an interrupted run ends with
+    the same weights as an uninterrupted one (for the same thread count).
+    """
+
+    def __init__(self, directory: Path, key: str):
+        self.dir, self.key = directory, key
+
+    def exists(self) -> bool:
+        meta = self.dir / "state.json"
+        return meta.is_file() and json.loads(meta.read_text()).get("key") == self.key
+
+    def save(self, step, dm, ema, opt, gen, losses, seconds) -> None:
+        from safetensors.torch import save_file
+        self.dir.mkdir(parents=True, exist_ok=True)
+        names = [n for n, _ in dm.named_parameters()]
+        tensors = {f"model.{k}": v.detach().contiguous() for k, v in dm.state_dict().items()}
+        tensors.update({f"ema.{k}": v.contiguous() for k, v in ema.items()})
+        state = opt.state_dict()
+        for index, slot in state["state"].items():
+            for field, value in slot.items():
+                tensors[f"opt.{names[index]}.{field}"] = value.reshape(-1) if value.ndim == 0 else value.contiguous()
+        tensors["rng"] = gen.get_state()
+        tmp = self.dir / "tensors.safetensors.tmp"
+        save_file(tensors, str(tmp))
+        tmp.replace(self.dir / "tensors.safetensors")
+        meta = {"key": self.key, "step": step, "seconds": seconds, "losses": losses}
+        (self.dir / "state.json.tmp").write_text(json.dumps(meta))
+        (self.dir / "state.json.tmp").replace(self.dir / "state.json")
+
+    def load(self, dm, ema, opt, gen):
+        from safetensors.torch import load_file
+        meta = json.loads((self.dir / "state.json").read_text())
+        tensors = load_file(str(self.dir / "tensors.safetensors"))
+        dm.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        for k in ema:
+            ema[k].copy_(tensors[f"ema.{k}"])
+        params = dict(dm.named_parameters())
+        for name, p in params.items():
+            slot = {f: t for f, t in ((f, tensors.get(f"opt.{name}.{f}")) for f in ("step", "exp_avg", "exp_avg_sq"))
+                    if t is not None}
+            if slot:
+                slot["step"] = slot["step"].reshape(())
+                opt.state[p] = slot
+        gen.set_state(tensors["rng"])
+        return meta["step"], meta["losses"], meta["seconds"]
+
+    def remove(self) -> None:
+        import shutil
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--family", default="flux", choices=list(FAMILIES))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=None, help="default: the family's (FAMILIES[...].train_steps)")
-    ap.add_argument("--batch", type=int, default=12)
+    ap.add_argument("--batch", type=int, default=None, help="default: the family's")
     ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--ema", type=float, default=0.995)
     ap.add_argument("--minutes", type=float, default=60.0, help="safety cap on training wall time")
@@ -95,10 +157,14 @@ def main() -> None:
                     help="torch threads; results are deterministic for a given count (default: the family's)")
     ap.add_argument("--out", type=Path, default=WEIGHTS)
     ap.add_argument("--samples", type=int, default=16)
+    ap.add_argument("--checkpoint-every", type=int, default=50,
+                    help="save a resumable checkpoint every this many steps (weights/<family>_ckpt/)")
+    ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     args = ap.parse_args()
     fam = get_family(args.family)
     args.steps = fam.train_steps if args.steps is None else args.steps
     args.threads = fam.train_threads if args.threads is None else args.threads
+    args.batch = fam.train_batch if args.batch is None else args.batch
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -118,10 +184,17 @@ def main() -> None:
     gen = torch.Generator().manual_seed(args.seed + 1)
     warmup = max(1, min(200, args.steps // 10))
     losses: list[float] = []
-    start = time.perf_counter()
+    ckpt = Checkpoint(args.out / f"{args.family}_ckpt", run_key(args))
+    first, spent = 0, 0.0
+    if not args.fresh and ckpt.exists():
+        first, losses, spent = ckpt.load(dm, ema, opt, gen)
+        print(f"resumed from {ckpt.dir} at step {first}", flush=True)
+    start = time.perf_counter() - spent
     capped = False
     print(f"tiny {args.family}: {params} parameters, {args.steps} steps of batch {args.batch}", flush=True)
-    for step in range(args.steps):
+    for step in range(first, args.steps):
+        if step > first and step % args.checkpoint_every == 0:
+            ckpt.save(step, dm, ema, opt, gen, losses, time.perf_counter() - start)
         if time.perf_counter() - start > args.minutes * 60:
             capped = True
             print(f"time cap reached at step {step}", flush=True)
@@ -130,7 +203,9 @@ def main() -> None:
         for g in opt.param_groups:
             g["lr"] = lr
         prompts, x0 = training_latents(fam, args.seed, step, args.batch, codec)
-        ctx = conditioning(fam, prompts)[0][0]
+        # Conditioning dropout: the empty prompt for some samples, so sampling can use cfg.
+        dropped = torch.rand(args.batch, generator=gen) < fam.cond_dropout
+        ctx = conditioning(fam, [None if d else p for p, d in zip(prompts, dropped)])[0][0]
         noise = torch.randn(x0.shape, generator=gen)
         # (Logit-normal t *and* the shift left sigma < 0.2 at 0.5% of samples: the first run
         # never learnt the last steps and came out blocky.)
@@ -151,6 +226,8 @@ def main() -> None:
             print(f"step {step} loss {np.mean(losses[-50:]):.4f} lr {lr:.2e} {el:.0f}s "
                   f"({el / (step + 1):.3f} s/step)", flush=True)
     seconds = time.perf_counter() - start
+    if capped:  # keep the checkpoint, so a longer cap continues the same run
+        ckpt.save(len(losses), dm, ema, opt, gen, losses, seconds)
     set_training(model, False)
     dm.load_state_dict(ema)
 
@@ -161,7 +238,8 @@ def main() -> None:
             "params": str(params), "threads": str(args.threads), "train_seconds": f"{seconds:.0f}", "time_capped": str(capped),
             "final_loss": f"{np.mean(losses[-100:]):.5f}", "data": "nodes/tiny_data.py" + (f" clips of {fam.frames} frames" if (fam.frames or 1) > 1 else ""),
             "decoder": "nodes/tiny_data.py PatchCodec (seed 4321, gain 4)",
-            "uniform_sigma_share": str(fam.uniform_sigma_share)}
+            "uniform_sigma_share": str(fam.uniform_sigma_share), "cond_dropout": str(fam.cond_dropout),
+            "cfg": str(fam.cfg)}
     state = {k: v.detach().to(torch.bfloat16).contiguous() for k, v in dm.state_dict().items()}
     save_file(state, str(args.out / f"{args.family}.safetensors"), metadata=meta)
     (args.out / f"{args.family}_train.json").write_text(json.dumps({**meta, "losses": [round(x, 5) for x in losses]}))
@@ -169,6 +247,8 @@ def main() -> None:
     # Sample with the bf16 weights as they are shipped.
     dm.load_state_dict({k: v.float() for k, v in state.items()})
     sample_grid(model, fam, data.held_out_prompts(args.samples), args.out / f"{args.family}_samples.png")
+    if not capped:
+        ckpt.remove()
     print(f"done: {params} params, {len(losses)} steps, {seconds / 60:.1f} min, "
           f"final loss {meta['final_loss']}", flush=True)
 
