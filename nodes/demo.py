@@ -23,8 +23,8 @@ import torch
 
 from comfy_api.latest import io
 
-from . import tiny_data
-from .tiny_models import FAMILIES, TINY_SPECS, LatentRGBDecoder, build_tiny_model, tiny_conditioning, tiny_latent
+from ..demo import tiny_data
+from ..demo.tiny_models import FAMILIES, TINY_SPECS, LatentRGBDecoder, build_tiny_model, tiny_conditioning, tiny_latent
 
 DEMO_CATEGORY = "OTCache/demo"
 PACK_ROOT = Path(__file__).resolve().parent.parent

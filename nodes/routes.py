@@ -47,15 +47,15 @@ from typing import Any
 
 from ..otcache_core.interpolate import MAPPINGS, budget_range
 from ..otcache_core.presets import load_preset
-from ..otcache_core.schedule import COMPACT_FORM_HINT, Schedule, ScheduleError
+from ..otcache_core.schedule import COMPACT_FORM_HINT, MAX_STEPS, Schedule, ScheduleError, clip
 from .ui_text import prompt_server
 
 log = logging.getLogger(__name__)
 
 PREVIEW_PATH = "/otcache/preview"
 SCHEDULE_PATH = "/otcache/schedule"
-MAX_STEPS = 10000  # the Budget Slider's steps widget maximum; bounds the work per request
 MAX_SOURCE_CHARS = 200_000
+MAX_BODY_BYTES = 4 * MAX_SOURCE_CHARS
 PREVIEW_KEYS = ("reference", "anchor", "speedup", "steps", "mapping")
 SCHEDULE_KEYS = ("schedule",)
 
@@ -81,27 +81,21 @@ def _check_keys(payload: Any, allowed: tuple[str, ...], required: tuple[str, ...
     return payload
 
 
-def _check_size(schedule: Schedule, what: str) -> Schedule:
-    if schedule.steps > MAX_STEPS:
-        raise RequestError(f"the {what} has {schedule.steps} steps; previews handle at most {MAX_STEPS}")
-    return schedule
-
-
 def resolve_source(source: Any, what: str) -> Schedule:
     """The schedule a SOURCE (see the module docstring) names; RequestError/ScheduleError if invalid."""
     if isinstance(source, str):
         text = source
     elif isinstance(source, Mapping) and source.get("format") is not None:
         try:
-            return _check_size(Schedule.from_json(source), what)
+            return Schedule.from_json(source)
         except ScheduleError as error:
             raise RequestError(f"{what}: {error}") from None
     elif isinstance(source, Mapping) and len(source) == 1 and "preset" in source:
         name = source["preset"]
         if not isinstance(name, str) or not name.strip():
-            raise RequestError(f"{what}: the preset name must be a non-empty string; got {name!r}")
+            raise RequestError(f"{what}: the preset name must be a non-empty string; got {clip(name, 40)}")
         try:
-            return _check_size(load_preset(name), what)
+            return load_preset(name)
         except ScheduleError as error:
             raise RequestError(f"{what}: {error}") from None
     elif isinstance(source, Mapping) and len(source) == 1 and "text" in source:
@@ -115,12 +109,8 @@ def resolve_source(source: Any, what: str) -> Schedule:
         )
     if len(text) > MAX_SOURCE_CHARS:
         raise RequestError(f"{what}: the schedule text is {len(text)} characters long; at most {MAX_SOURCE_CHARS}")
-    # Check the step count before building the schedule, so "1000000000:0,1" costs nothing.
-    head = text.strip().partition(":")[0].strip()
-    if head.isdigit() and int(head) > MAX_STEPS:
-        raise RequestError(f"the {what} has {int(head)} steps; previews handle at most {MAX_STEPS}")
-    try:
-        return _check_size(Schedule.parse(text), what)
+    try:  # Schedule.parse checks the step count before it expands anything
+        return Schedule.parse(text)
     except ScheduleError as error:
         raise RequestError(f"{what}: {error}") from None
 
@@ -133,7 +123,7 @@ def _describe(value: Any) -> str:
 
 def _number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise RequestError(f"{what} must be a finite number; got {value!r}")
+        raise RequestError(f"{what} must be a finite number; got {clip(value, 40)}")
     return float(value)
 
 
@@ -141,7 +131,7 @@ def _steps(value: Any) -> int:
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value != int(value):
-        raise RequestError(f"steps must be a whole number (0 = the reference's step count); got {value!r}")
+        raise RequestError(f"steps must be a whole number (0 = the reference's step count); got {clip(value, 40)}")
     steps = int(value)
     if steps != 0 and not 2 <= steps <= MAX_STEPS:
         raise RequestError(f"steps must be 0 (the reference's step count) or 2..{MAX_STEPS}; got {steps}")
@@ -177,7 +167,7 @@ def preview(payload: Any) -> dict[str, Any]:
     if mapping is None:
         mapping = "linear"
     if mapping not in MAPPINGS:
-        raise RequestError(f"mapping must be one of {', '.join(MAPPINGS)}; got {mapping!r}")
+        raise RequestError(f"mapping must be one of {', '.join(MAPPINGS)}; got {clip(mapping, 40)}")
     anchor_budget, n = budget_range(reference, anchor, steps or None)
     # The node itself (called as the tests call it: no hidden inputs, so nothing is sent
     # to any client), so a preview is exactly what queueing would give.
@@ -213,14 +203,25 @@ def answer_request(handler, raw: bytes) -> tuple[int, dict[str, Any]]:
     try:
         payload = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        return 400, {"error": f"the request body is not valid JSON: {error}"}
+        return 400, {"error": f"the request body is not valid JSON: {clip(str(error), 120)}"}
+    except RecursionError:
+        return 400, {"error": "the request body is nested too deeply; send a flat JSON object"}
+    except ValueError as error:  # e.g. an integer of thousands of digits
+        return 400, {"error": f"the request body holds a value that cannot be read: {clip(str(error), 120)}"}
     try:
         return 200, handler(payload)
     except (RequestError, ScheduleError) as error:
-        return 400, {"error": str(error)}
+        return 400, {"error": clip_message(str(error))}
+    except RecursionError:
+        return 400, {"error": "the request is nested too deeply; send a flat JSON object"}
     except Exception as error:  # never send a traceback; keep it in the server log
         log.exception("OTCache: %s failed", getattr(handler, "__name__", "request"))
-        return 500, {"error": f"internal error in OTCache ({type(error).__name__}: {error}); see the ComfyUI log"}
+        return 500, {"error": f"internal error in OTCache ({type(error).__name__}: {clip(str(error), 200)}); see the ComfyUI log"}
+
+
+def clip_message(message: str, limit: int = 600) -> str:
+    """An error message of bounded length (the reasons are short; only quoted input can be long)."""
+    return message if len(message) <= limit else message[: limit - 3] + "..."
 
 
 # ---------------------------------------------------------------- registration
@@ -244,11 +245,16 @@ def register_routes(server: Any = None) -> bool:
 
     def make(handler):
         async def route(request: "web.Request") -> "web.Response":
-            raw = await request.read()
-            if len(raw) > 4 * MAX_SOURCE_CHARS:
-                status, body = 400, {"error": f"the request body is {len(raw)} bytes; at most {4 * MAX_SOURCE_CHARS}"}
-            else:
-                status, body = answer_request(handler, raw)
+            import asyncio
+
+            if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+                return web.json_response({"error": f"the request body is {request.content_length} bytes; "
+                                                   f"at most {MAX_BODY_BYTES}"}, status=400)
+            raw = await request.content.read(MAX_BODY_BYTES + 1)
+            if len(raw) > MAX_BODY_BYTES:
+                return web.json_response({"error": f"the request body is over {MAX_BODY_BYTES} bytes"}, status=400)
+            # Off the event loop: the server keeps answering while a preview is computed.
+            status, body = await asyncio.get_running_loop().run_in_executor(None, answer_request, handler, raw)
             return web.json_response(body, status=status)
 
         route.__name__ = f"otcache_{handler.__name__}"

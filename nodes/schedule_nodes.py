@@ -25,7 +25,7 @@ from comfy_api.latest import io
 from ..otcache_core.atomic import write_atomic
 from ..otcache_core.interpolate import MAPPINGS, budget_for_speedup, budget_range, interpolate
 from ..otcache_core.presets import list_presets, load_preset
-from ..otcache_core.schedule import COMPACT_FORM_HINT, Schedule, ScheduleError
+from ..otcache_core.schedule import COMPACT_FORM_HINT, MAX_TEXT_CHARS, Schedule, ScheduleError, clip
 from .ui_text import send_node_text
 from .types import CATEGORY, OTSchedule
 
@@ -38,6 +38,7 @@ SPEEDUP_TOLERANCE = 1e-6
 UNIFORM_PRESETS = ("uniform-50-25", "uniform-50-20", "uniform-50-15", "uniform-50-10")
 DEFAULT_TEXT = "50:0-10,12,15,18,20,25,30,35,39,42,44-49"
 _MAX_FILENAME = 200
+_MAX_FILENAME_BYTES = 255
 _WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
 
 
@@ -95,23 +96,27 @@ def safe_schedule_filename(filename: str) -> str:
         raise ScheduleError('the file name is empty; type a name such as "flux-dev-2.5x"')
     if "/" in name or "\\" in name or ".." in name:
         raise ScheduleError(
-            f"the file name {filename!r} points outside the {SCHEDULES_FOLDER} folder; use a plain "
+            f"the file name {clip(filename)} points outside the {SCHEDULES_FOLDER} folder; use a plain "
             "name without '/', '\\' or '..' (schedules are saved directly in the folder)"
         )
     if not re.fullmatch(r"[\w\-. ]+", name):
         bad = sorted({c for c in name if not re.fullmatch(r"[\w\-. ]", c)})
         raise ScheduleError(
-            f"the file name {filename!r} contains {' '.join(repr(c) for c in bad)}; use letters, "
+            f"the file name {clip(filename)} contains {' '.join(repr(c) for c in bad[:10])}; use letters, "
             "digits, '-', '_', '.' and spaces only"
         )
     if name.startswith("."):
-        raise ScheduleError(f"the file name {filename!r} starts with '.', which hides the file; start with a letter or digit")
+        raise ScheduleError(f"the file name {clip(filename)} starts with '.', which hides the file; start with a letter or digit")
     if name.endswith("."):
-        raise ScheduleError(f"the file name {filename!r} ends with '.'; remove it")
+        raise ScheduleError(f"the file name {clip(filename)} ends with '.'; remove it")
     if name.split(".")[0].strip().lower() in _WINDOWS_RESERVED:
-        raise ScheduleError(f"the file name {filename!r} is a reserved device name on Windows; choose another")
+        raise ScheduleError(f"the file name {clip(filename)} is a reserved device name on Windows; choose another")
     if len(name) + len(SCHEDULE_EXTENSION) > _MAX_FILENAME:
         raise ScheduleError(f"the file name is {len(name)} characters long; keep it under {_MAX_FILENAME - 5}")
+    encoded = len(name.encode("utf-8")) + len(SCHEDULE_EXTENSION)
+    if encoded > _MAX_FILENAME_BYTES:  # file systems count bytes: 255 in UTF-8, so CJK names hit it first
+        raise ScheduleError(f"the file name takes {encoded} bytes in UTF-8; file systems allow "
+                            f"{_MAX_FILENAME_BYTES}: shorten it (non-Latin letters take 2-4 bytes each)")
     return name + SCHEDULE_EXTENSION
 
 
@@ -148,14 +153,18 @@ def read_schedule_file(name: str) -> Schedule:
     path = folder_paths.get_full_path(SCHEDULES_FOLDER, name) if isinstance(name, str) and name else None
     if path is None:
         raise ScheduleError(
-            f"schedule file {name!r} was not found in {', '.join(schedule_folders())}; put the .json file "
+            f"schedule file {clip(name)} was not found in {', '.join(schedule_folders())}; put the .json file "
             "there and refresh the browser page (R) to update the list"
         )
     try:
+        size = os.path.getsize(path)
+        if size > MAX_TEXT_CHARS:  # checked before reading: a schedule file is small
+            raise ScheduleError(f"schedule file {name} is {size} bytes; a schedule file is at most "
+                                f"{MAX_TEXT_CHARS} (is it really a schedule?)")
         with open(path, encoding="utf-8") as stream:
             text = stream.read()
     except (OSError, UnicodeDecodeError) as error:
-        raise ScheduleError(f"schedule file {name} cannot be read: {error}") from None
+        raise ScheduleError(f"schedule file {name} cannot be read: {clip(str(error), 120)}") from None
     try:
         return Schedule.from_json(text)
     except ScheduleError as error:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .schedule import Schedule, ScheduleError
+from .schedule import MAX_STEPS, Schedule, ScheduleError, as_step_count, clip
 
 PRESETS_FORMAT = "otcache.presets"
 PRESETS_VERSION = 1
@@ -141,13 +141,16 @@ def list_presets(model: str | None = None, *, directory: Path | None = None) -> 
 
 
 def _synthetic(name: str) -> Schedule | None:
-    match = re.fullmatch(r"uniform-(\d+)-(\d+)", name)
-    if match:
-        return Schedule.uniform(int(match.group(1)), int(match.group(2)))
-    match = re.fullmatch(r"full-(\d+)", name)
-    if match:
-        return Schedule.full(int(match.group(1)))
-    return None
+    """``uniform-<N>-<K>`` / ``full-<N>``; N and K are ASCII digits, checked against MAX_STEPS before use."""
+    match = re.fullmatch(r"uniform-([0-9]+)-([0-9]+)", name) or re.fullmatch(r"full-([0-9]+)", name)
+    if not match:
+        return None
+    numbers = [int(g) if len(g) <= len(str(MAX_STEPS)) + 1 else MAX_STEPS + 1
+               for g in match.groups()]
+    steps = as_step_count(numbers[0], f"the steps of preset {name[:40]!r}")
+    if len(numbers) == 2:
+        return Schedule.uniform(steps, numbers[1])
+    return Schedule.full(steps)
 
 
 def load_preset(name: str, *, directory: Path | None = None) -> Schedule:
@@ -157,6 +160,8 @@ def load_preset(name: str, *, directory: Path | None = None) -> Schedule:
     """
     if not isinstance(name, str):
         raise ScheduleError(f"a preset name must be a string; got {type(name).__name__}")
+    if len(name) > 200:
+        raise ScheduleError(f"a preset name is at most 200 characters; got {len(name)}")
     key = name.strip()
     synthetic = _synthetic(key)
     if synthetic is not None:
@@ -165,7 +170,8 @@ def load_preset(name: str, *, directory: Path | None = None) -> Schedule:
     if key in presets:
         return presets[key].schedule
     close = difflib.get_close_matches(key, list(presets), n=5, cutoff=0.5)
-    hint = f"did you mean {', '.join(close)}?" if close else f"known presets: {', '.join(sorted(presets)) or '(none)'}"
+    examples = ", ".join(sorted(presets)[:3]) + (f" and {len(presets) - 3} more" if len(presets) > 3 else "")
+    hint = f"did you mean {', '.join(close)}?" if close else f"known presets: {examples or '(none)'}"
     raise ScheduleError(
-        f"unknown preset {name!r}; {hint} (also uniform-<steps>-<budget> and full-<steps>)"
+        f"unknown preset {clip(name)}; {hint} (also uniform-<steps>-<budget> and full-<steps>)"
     )

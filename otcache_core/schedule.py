@@ -23,7 +23,10 @@ Text forms
   "metrics": {...}}``.
 
 Every invalid input raises :class:`ScheduleError` (a ``ValueError``) whose message
-names the problem and how to fix it.
+names the problem and how to fix it, quotes at most a short piece of the input, and is
+raised before anything is expanded: one limit on the step count (:data:`MAX_STEPS`)
+and one on the text length (:data:`MAX_TEXT_CHARS`) hold for every way in (typed
+text, files, presets, the preview routes). Only ASCII digits are numbers.
 """
 from __future__ import annotations
 
@@ -53,6 +56,12 @@ SOURCES: tuple[str, ...] = (
 
 METADATA_FIELDS: tuple[str, ...] = ("model", "sampler", "scheduler", "source", "params", "metrics")
 
+MAX_STEPS = 10_000  # sampling step count N: the one limit on every schedule, however it is made
+MAX_TEXT_CHARS = 1_000_000  # schedule text or JSON; a full 10,000-step list is about 50,000 characters
+MAX_JSON_DEPTH = 32  # nesting of params / metrics
+_MAX_DIGITS = len(str(MAX_STEPS)) + 1  # longer numbers are refused before int() sees them
+_NUMBER = rf"[0-9]{{1,{_MAX_DIGITS}}}"
+
 COMPACT_FORM_HINT = 'expected "N:s0,s1,...", e.g. "50:0,1,2,5,10,20,49" (ranges like "0-10" are allowed)'
 
 # Targets within this distance of a .5 tie count as ties (and round up), so float
@@ -62,6 +71,14 @@ _TIE_TOLERANCE = 1e-9
 
 class ScheduleError(ValueError):
     """An invalid schedule input; the message names the problem and the fix."""
+
+
+def clip(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to about ``limit`` characters, for quoting user input in an error."""
+    if isinstance(value, str) and len(value) > 4 * limit:
+        value = value[: 4 * limit]  # never repr a megabyte to keep 60 characters of it
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}... ({len(str(value))} characters)"
 
 
 # ----------------------------------------------------------------- frozen JSON values
@@ -102,7 +119,7 @@ class FrozenMapping(Mapping):
         return (FrozenMapping, (self._data,))
 
 
-def freeze_json(value: Any, where: str) -> Any:
+def freeze_json(value: Any, where: str, depth: int = 0) -> Any:
     """Return an immutable copy of a JSON-serializable value, or raise ScheduleError.
 
     Allowed: ``None``, ``bool``, integers, finite floats, strings, lists/tuples and
@@ -111,6 +128,8 @@ def freeze_json(value: Any, where: str) -> Any:
     """
     if value is None or isinstance(value, (bool, str)):
         return value
+    if depth > MAX_JSON_DEPTH:
+        raise ScheduleError(f"{where[:80]} is nested more than {MAX_JSON_DEPTH} levels deep; flatten it")
     if isinstance(value, np.bool_):
         return bool(value)
     if isinstance(value, numbers.Integral):
@@ -124,13 +143,13 @@ def freeze_json(value: Any, where: str) -> Any:
         frozen = {}
         for key, item in value.items():
             if not isinstance(key, str):
-                raise ScheduleError(f"{where} has key {key!r} of type {type(key).__name__}; JSON keys must be strings")
-            frozen[key] = freeze_json(item, f"{where}[{key!r}]")
+                raise ScheduleError(f"{where} has key {clip(key)} of type {type(key).__name__}; JSON keys must be strings")
+            frozen[key] = freeze_json(item, f"{where}[{clip(key, 30)}]", depth + 1)
         return FrozenMapping(frozen)
     if isinstance(value, (list, tuple)):
-        return tuple(freeze_json(item, f"{where}[{i}]") for i, item in enumerate(value))
+        return tuple(freeze_json(item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value))
     if isinstance(value, np.ndarray):
-        return freeze_json(value.tolist(), where)
+        return freeze_json(value.tolist(), where, depth)
     raise ScheduleError(
         f"{where} is a {type(value).__name__}, which is not JSON-serializable; "
         "use numbers, strings, booleans, null, lists or dicts"
@@ -150,12 +169,14 @@ def thaw_json(value: Any) -> Any:
 
 
 def as_step_count(value: Any, what: str = "steps") -> int:
-    """Return ``value`` as an int >= 2 (a schedule needs a first and a last step)."""
+    """Return ``value`` as an int in ``[2, MAX_STEPS]`` (a schedule needs a first and a last step)."""
     n = as_integer(value, what)
     if n < 2:
         raise ScheduleError(
             f"{what} must be at least 2 (a schedule computes a first and a last step); got {n}"
         )
+    if n > MAX_STEPS:
+        raise ScheduleError(f"{what} is {clip(n, 30)}; schedules have at most {MAX_STEPS} steps")
     return n
 
 
@@ -171,8 +192,8 @@ def as_integer(value: Any, what: str) -> int:
         number = float(value)
         if math.isfinite(number) and number.is_integer():
             return int(number)
-        raise ScheduleError(f"{what} must be an integer; got {value!r}")
-    raise ScheduleError(f"{what} must be an integer; got {type(value).__name__} {value!r}")
+        raise ScheduleError(f"{what} must be an integer; got {clip(value, 40)}")
+    raise ScheduleError(f"{what} must be an integer; got {type(value).__name__} {clip(value, 40)}")
 
 
 # ----------------------------------------------------------------- discretization
@@ -268,14 +289,18 @@ class Schedule:
                 f"compute must be a list of step indices; got {type(self.compute).__name__} "
                 "(use Schedule.parse for text)"
             )
-        compute = tuple(as_integer(step, f"compute step {step!r}") for step in self.compute)
+        if hasattr(self.compute, "__len__") and len(self.compute) > steps:
+            raise ScheduleError(
+                f"{len(self.compute)} computed steps listed for only {steps} steps; the budget can be at most {steps}"
+            )
+        compute = tuple(as_integer(step, f"compute step {clip(step, 30)}") for step in self.compute)
         _check_compute(compute, steps)
         for name in ("model", "sampler", "scheduler"):
             value = getattr(self, name)
             if not isinstance(value, str):
-                raise ScheduleError(f"{name} must be a string; got {type(value).__name__} {value!r}")
+                raise ScheduleError(f"{name} must be a string; got {type(value).__name__} {clip(value, 40)}")
         if self.source not in SOURCES:
-            raise ScheduleError(f"source must be one of {', '.join(SOURCES)}; got {self.source!r}")
+            raise ScheduleError(f"source must be one of {', '.join(SOURCES)}; got {clip(self.source, 40)}")
         for name in ("params", "metrics"):
             value = getattr(self, name)
             if value is None:
@@ -396,6 +421,8 @@ class Schedule:
         """
         if not isinstance(text, str):
             raise ScheduleError(f"schedule text must be a string; got {type(text).__name__}. {COMPACT_FORM_HINT}")
+        if len(text) > MAX_TEXT_CHARS:
+            raise ScheduleError(f"schedule text is {len(text)} characters long; at most {MAX_TEXT_CHARS}")
         stripped = text.strip()
         if stripped.startswith("{"):
             schedule = cls.from_json(stripped)
@@ -404,14 +431,19 @@ class Schedule:
             raise ScheduleError(f"schedule text is empty; {COMPACT_FORM_HINT}")
         head, colon, body = stripped.partition(":")
         if not colon:
-            raise ScheduleError(f"schedule text {text!r} has no ':' after the step count; {COMPACT_FORM_HINT}")
+            raise ScheduleError(f"schedule text {clip(text)} has no ':' after the step count; {COMPACT_FORM_HINT}")
         head = head.strip()
-        if not re.fullmatch(r"\d+", head):
-            raise ScheduleError(f"step count {head!r} is not a whole number; {COMPACT_FORM_HINT}")
+        if re.fullmatch(r"[0-9]+", head) and len(head) > _MAX_DIGITS:
+            raise ScheduleError(f"step count {clip(head, 30)} is too large; schedules have at most {MAX_STEPS} steps")
+        if not re.fullmatch(_NUMBER, head):
+            raise ScheduleError(f"step count {clip(head, 30)} is not a whole number; {COMPACT_FORM_HINT}, digits 0-9 only")
+        steps = as_step_count(int(head))
         compute: list[int] = []
         for position, entry in enumerate(body.split(","), start=1):
-            compute.extend(_parse_entry(entry.strip(), position))
-        return cls(int(head), compute, **metadata)
+            compute.extend(_parse_entry(entry.strip(), position, steps))
+            if len(compute) > steps:  # bounded before anything else is expanded
+                raise ScheduleError(f"more than {steps} computed steps listed for {steps} steps; list each step once")
+        return cls(steps, compute, **metadata)
 
     # ------------------------------------------------------------- JSON
 
@@ -443,6 +475,8 @@ class Schedule:
         rejected (they are usually typos).
         """
         if isinstance(data, (str, bytes, bytearray)):
+            if len(data) > MAX_TEXT_CHARS:
+                raise ScheduleError(f"schedule JSON is {len(data)} characters long; at most {MAX_TEXT_CHARS}")
             try:
                 data = json.loads(data)
             except json.JSONDecodeError as error:
@@ -450,6 +484,10 @@ class Schedule:
                     f"schedule JSON is not valid JSON ({error.msg} at line {error.lineno}, "
                     f"column {error.colno})"
                 ) from None
+            except RecursionError:
+                raise ScheduleError("schedule JSON is nested too deeply to read; a schedule is a flat object") from None
+            except ValueError as error:  # e.g. an integer of thousands of digits
+                raise ScheduleError(f"schedule JSON holds a value that cannot be read ({clip(str(error), 80)})") from None
         if not isinstance(data, Mapping):
             raise ScheduleError(
                 f"schedule JSON must be an object with format {FORMAT!r}; got {type(data).__name__}"
@@ -457,12 +495,12 @@ class Schedule:
         found_format = data.get("format")
         if found_format != FORMAT:
             raise ScheduleError(
-                f"not an OTCache schedule: format is {found_format!r}, expected {FORMAT!r}"
+                f"not an OTCache schedule: format is {clip(found_format, 40)}, expected {FORMAT!r}"
             )
         version = data.get("version")
         if isinstance(version, bool) or not isinstance(version, int):
             raise ScheduleError(
-                f"schedule JSON version must be the integer {FORMAT_VERSION}; got {version!r}"
+                f"schedule JSON version must be the integer {FORMAT_VERSION}; got {clip(version, 30)}"
             )
         if version != FORMAT_VERSION:
             newer = " (written by a newer ComfyUI-OTCache; update the pack)" if version > FORMAT_VERSION else ""
@@ -471,11 +509,10 @@ class Schedule:
                 f"{FORMAT_VERSION}{newer}"
             )
         known = {f.name for f in dataclasses.fields(cls)} | {"format", "version"}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(str(key) for key in data if key not in known)
         if unknown:
-            raise ScheduleError(
-                f"unknown key(s) in schedule JSON: {', '.join(unknown)}; known keys: {', '.join(sorted(known))}"
-            )
+            shown = ", ".join(key[:30] for key in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+            raise ScheduleError(f"unknown key(s) in schedule JSON: {shown}; known keys: {', '.join(sorted(known))}")
         missing = [key for key in ("steps", "compute") if key not in data]
         if missing:
             raise ScheduleError(f"schedule JSON lacks {' and '.join(missing)}")
@@ -486,19 +523,20 @@ class Schedule:
         return cls(**fields)
 
 
-def _parse_entry(entry: str, position: int) -> list[int]:
-    """One comma-separated entry of the compact form: ``7`` or ``3-9``."""
+def _parse_entry(entry: str, position: int, steps: int) -> list[int]:
+    """One comma-separated entry of the compact form: ``7`` or ``3-9`` (checked against N before expanding)."""
     if not entry:
         raise ScheduleError(f"entry {position} of the step list is empty (two commas in a row?); {COMPACT_FORM_HINT}")
-    if re.fullmatch(r"\d+", entry):
-        return [int(entry)]
-    match = re.fullmatch(r"(\d+)\s*-\s*(\d+)", entry)
-    if match:
-        first, last = int(match.group(1)), int(match.group(2))
-        if last < first:
-            raise ScheduleError(f"range {entry!r} runs backwards; write it as {last}-{first}")
-        return list(range(first, last + 1))
-    raise ScheduleError(
-        f"entry {position} of the step list, {entry!r}, is not a step number or a range a-b "
-        f"(steps are whole numbers >= 0); {COMPACT_FORM_HINT}"
-    )
+    match = re.fullmatch(rf"({_NUMBER})(?:\s*-\s*({_NUMBER}))?", entry)
+    if not match:
+        raise ScheduleError(
+            f"entry {position} of the step list, {clip(entry, 40)}, is not a step number or a range a-b "
+            f"(steps are whole numbers >= 0 in ASCII digits); {COMPACT_FORM_HINT}"
+        )
+    first = int(match.group(1))
+    last = first if match.group(2) is None else int(match.group(2))
+    if last < first:
+        raise ScheduleError(f"range {clip(entry, 40)} runs backwards; write it as {last}-{first}")
+    if last > steps - 1:
+        raise ScheduleError(f"step {last} is out of range for {steps} steps (valid 0..{steps - 1})")
+    return list(range(first, last + 1))

@@ -7,7 +7,7 @@ import torch
 
 import comfy.sample
 
-from comfyui_otcache.nodes.tiny_models import tiny_conditioning, tiny_latent
+from comfyui_otcache.demo.tiny_models import tiny_conditioning, tiny_latent
 
 # Evaluations per sampling run: samplers that evaluate twice per step make 2N-1.
 TWO_EVAL_SAMPLERS = {"heun", "dpmpp_sde"}

@@ -7,7 +7,7 @@ import pytest
 import folder_paths
 
 from comfyui_otcache.nodes.anchor_search import OTCacheAnchorSearch, run_anchor_search
-from comfyui_otcache.nodes.tiny_models import LatentRGBDecoder, build_tiny_model, tiny_latent
+from comfyui_otcache.demo.tiny_models import LatentRGBDecoder, build_tiny_model, tiny_latent
 from comfyui_otcache.otcache_core.schedule import Schedule
 from comfyui_otcache.otcache_core.warp import schedule_from_warp, warp
 from sampling import conditioning_pair

@@ -13,7 +13,7 @@ from comfyui_otcache.nodes.cache_runtime import (
     STATE_KEY, CacheState, OTCacheRuntimeError, apply_otcache, resolve_reuse,
 )
 from comfyui_otcache.nodes.cached_model import OTCacheCachedModel
-from comfyui_otcache.nodes.tiny_models import build_tiny_model
+from comfyui_otcache.demo.tiny_models import build_tiny_model
 from comfyui_otcache.otcache_core.schedule import Schedule
 from sampling import count_block_stack_calls, evaluations, sample
 
@@ -107,7 +107,7 @@ def reference_euler(model, family, schedule: Schedule, reuse: str, seed: int = 0
     last computed step c.
     """
     from sampling import conditioning_pair
-    from comfyui_otcache.nodes.tiny_models import tiny_latent
+    from comfyui_otcache.demo.tiny_models import tiny_latent
     import comfy.sample
 
     latent = tiny_latent(family)["samples"]
@@ -234,7 +234,7 @@ def test_custom_sigmas_follow_the_schedule_by_sigma(models):
     import comfy.sample
     import comfy.samplers
 
-    from comfyui_otcache.nodes.tiny_models import tiny_latent
+    from comfyui_otcache.demo.tiny_models import tiny_latent
     from sampling import conditioning_pair
 
     model = models("flux")

@@ -11,7 +11,7 @@ import nodes as comfy_nodes
 from comfy_api.torch_helpers import set_torch_compile_wrapper
 
 from comfyui_otcache.nodes.cache_runtime import apply_otcache
-from comfyui_otcache.nodes.tiny_models import build_tiny_model
+from comfyui_otcache.demo.tiny_models import build_tiny_model
 from comfyui_otcache.otcache_core.schedule import Schedule
 from sampling import count_block_stack_calls, sample
 

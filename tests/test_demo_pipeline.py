@@ -1,6 +1,6 @@
 """The README's first command: ``scripts/demo`` on the bundled trained tiny FLUX, through a real server.
 
-- ``parse_prompt`` (``nodes/tiny_data.py``): the strict prompt grammar of the trained model.
+- ``parse_prompt`` (``demo/tiny_data.py``): the strict prompt grammar of the trained model.
 - ``OTCache Tiny FLUX (trained)`` called from Python: loads the bundled weights into ComfyUI's
   FLUX class, encodes the prompt, gives a latent of the trained size and a decoder that
   VAEDecode / VAEEncode use; a missing or malformed weights file stops with a message that
@@ -30,9 +30,9 @@ import comfy.sample
 import nodes as comfy_nodes
 
 from comfyui_otcache.nodes import demo
-from comfyui_otcache.nodes import tiny_data
+from comfyui_otcache.demo import tiny_data
 from comfyui_otcache.nodes.demo import OTCacheTinyFlux, TinyFluxDecoder, TinyFluxWeightsError, load_tiny_flux
-from comfyui_otcache.nodes.tiny_data import Prompt, PromptSyntaxError, parse_prompt
+from comfyui_otcache.demo.tiny_data import Prompt, PromptSyntaxError, parse_prompt
 from comfy_server import free_port
 from host import REPO_ROOT
 from test_example_workflows import FOLDER, _link_source, load, object_info, to_api_prompt, widgets  # noqa: F401

@@ -78,7 +78,7 @@ def test_single_schedule_for_preset_and_text_nodes():
         ({"reference": REFERENCE, "speedup": 2.0}, "missing anchor"),
         ({"reference": 50, "anchor": ANCHOR_TEXT, "speedup": 2.0}, "reference must be schedule text"),
         ({"reference": {"url": "x"}, "anchor": ANCHOR_TEXT, "speedup": 2.0}, "an object with keys url"),
-        ({"reference": "1000000000:0,999999999", "anchor": ANCHOR_TEXT, "speedup": 2.0}, "previews handle at most 10000"),
+        ({"reference": "1000000000:0,999999999", "anchor": ANCHOR_TEXT, "speedup": 2.0}, "schedules have at most 10000 steps"),
         ([1, 2], "must be a JSON object"),
     ],
 )

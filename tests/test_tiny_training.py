@@ -1,4 +1,4 @@
-"""The tiny-model training kit (benchmarks/tiny, nodes/tiny_data.py): data determinism, codec round trips, real training steps."""
+"""The tiny-model training kit (benchmarks/tiny, demo/tiny_data.py): data determinism, codec round trips, real training steps."""
 from __future__ import annotations
 
 import sys
@@ -9,7 +9,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks" / "tiny"))
 
 import common  # noqa: E402
-from common import data  # noqa: E402  (nodes/tiny_data.py)
+from common import data  # noqa: E402  (demo/tiny_data.py)
 
 import pytest  # noqa: E402
 

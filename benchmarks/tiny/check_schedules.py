@@ -8,7 +8,7 @@
 2. W1 distance between quantile functions (``otcache_core.warp.warp``), in steps of N:
    ``(N-1) * integral_0^1 |Q_a(u) - Q_b(u)| du``, reference vs the published
    budget-N/5 schedule (resampled to N when N != 50), and uniform vs published.
-3. PSNR and SSIM (decoded with the fixed codec of nodes/tiny_data.py) of the published
+3. PSNR and SSIM (decoded with the fixed codec of demo/tiny_data.py) of the published
    schedule, of uniform and of the reference, against full compute, on ``--eval``
    held-out prompts, for each cache reuse mode (``block``, ``residual``, ``output``):
    the measurement behind the runtime's ``reuse=auto`` default.

@@ -20,9 +20,9 @@ import torch  # noqa: E402
 
 import comfy.model_management  # noqa: E402
 
-from comfyui_otcache.nodes.tiny_models import build_tiny_model  # noqa: E402
+from comfyui_otcache.demo.tiny_models import build_tiny_model  # noqa: E402
 
-from comfyui_otcache.nodes import tiny_data as data  # noqa: E402
+from comfyui_otcache.demo import tiny_data as data  # noqa: E402
 
 WEIGHTS = HERE / "weights"
 

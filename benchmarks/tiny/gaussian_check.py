@@ -36,7 +36,7 @@ import comfy.samplers  # noqa: E402
 
 from acceptance import PUBLISHED, w1_steps  # noqa: E402
 
-from comfyui_otcache.nodes.tiny_models import build_tiny_model  # noqa: E402
+from comfyui_otcache.demo.tiny_models import build_tiny_model  # noqa: E402
 from comfyui_otcache.otcache_core.edge_costs import error, window_edges  # noqa: E402
 from comfyui_otcache.otcache_core.graph import best_path  # noqa: E402
 from comfyui_otcache.otcache_core.presets import load_preset  # noqa: E402

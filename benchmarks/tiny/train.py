@@ -6,7 +6,7 @@ The learning-rate schedule is fixed by ``--steps``; ``--minutes`` is only a safe
 (if it stops the run early, the metadata says so and the result is no longer the
 deterministic one).
 
-The data set is ``nodes/tiny_data.py`` (images; 4-frame clips for HunyuanVideo).
+The data set is ``demo/tiny_data.py`` (images; 4-frame clips for HunyuanVideo).
 Writes ``weights/<family>.safetensors`` (bf16, EMA weights, metadata: arch, seed, steps,
 loss), ``flux_loss.png`` (loss curve) and ``flux_samples.png`` (held-out prompts,
 euler / simple / 28 steps / cfg 1, decoded with the fixed codec of data.py).
@@ -236,8 +236,8 @@ def main() -> None:
     meta = {"arch": json.dumps(arch), "family": args.family, "seed": str(args.seed), "steps": str(len(losses)),
             "planned_steps": str(args.steps), "batch": str(args.batch), "lr": str(args.lr), "ema": str(args.ema),
             "params": str(params), "threads": str(args.threads), "train_seconds": f"{seconds:.0f}", "time_capped": str(capped),
-            "final_loss": f"{np.mean(losses[-100:]):.5f}", "data": "nodes/tiny_data.py" + (f" clips of {fam.frames} frames" if (fam.frames or 1) > 1 else ""),
-            "decoder": "nodes/tiny_data.py PatchCodec (seed 4321, gain 4)",
+            "final_loss": f"{np.mean(losses[-100:]):.5f}", "data": "demo/tiny_data.py" + (f" clips of {fam.frames} frames" if (fam.frames or 1) > 1 else ""),
+            "decoder": "demo/tiny_data.py PatchCodec (seed 4321, gain 4)",
             "uniform_sigma_share": str(fam.uniform_sigma_share), "cond_dropout": str(fam.cond_dropout),
             "cfg": str(fam.cfg)}
     state = {k: v.detach().to(torch.bfloat16).contiguous() for k, v in dm.state_dict().items()}
