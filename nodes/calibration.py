@@ -11,7 +11,10 @@ KSampler would run.
 - :func:`record_trajectory` runs full compute and records, for each step ``i``, the
   latent fed to step ``i`` (``x_i``, sampler space) and the model's denoised prediction.
 - :func:`calibrate` fills an :class:`..otcache_core.edge_costs.CostMatrix` (``global`` or
-  ``local``), saving it atomically every few edges; an interrupted run resumes.
+  ``local``). Each measured edge goes to an fsynced journal (:mod:`..otcache_core.journal`)
+  before the next starts, each seed's full-compute trajectory to a file of its own, and
+  the matrix file is rewritten every few seconds; so a resume after ``kill -9`` redoes
+  at most the edge in flight, and a damaged matrix file is rebuilt from the journal.
 
 How a tail is replayed: the sampler is wrapped so that it starts from ``x_i`` instead of
 the noise-scaled latent ComfyUI would hand it, over the sigmas ``sigmas[i:]``. The noise
@@ -44,7 +47,9 @@ import comfy.sample
 import comfy.samplers
 import folder_paths
 
+from ..otcache_core.atomic import write_atomic
 from ..otcache_core.edge_costs import CostMatrix, EdgeCostError, edge_evaluations, error, local_edge_costs
+from ..otcache_core.journal import EdgeJournal
 from ..otcache_core.schedule import Schedule
 from .cache_runtime import WRAPPER_KEY, apply_otcache, match_step, resolve_reuse
 
@@ -53,8 +58,8 @@ log = logging.getLogger("otcache")
 # Deterministic single-step samplers: a replay from x_i over sigmas[i:] repeats the full run.
 EXACT_REPLAY_SAMPLERS = frozenset({"euler", "heun", "dpm_2", "ddim", "euler_cfg_pp"})
 REPLAY_TOLERANCE = 1e-4  # relative L2; larger means the replay is not exact on this machine
-SAVE_EVERY_EDGES = 8
-SAVE_EVERY_SECONDS = 30.0
+SAVE_EVERY_EDGES = 1  # the matrix file is rewritten after an edge *and* this many seconds ...
+SAVE_EVERY_SECONDS = 5.0  # ... whichever comes later; the journal keeps every edge in between
 
 
 class CalibrationError(RuntimeError):
@@ -275,6 +280,50 @@ def tail_schedule(steps: int, i: int, j: int) -> Schedule:
     return Schedule(n, (0, *range(j - i, n)), source="custom")
 
 
+# ----------------------------------------------------------------- trajectories on disk
+
+
+def journal_path(path: str | Path) -> Path:
+    return Path(path).with_suffix(".journal.jsonl")
+
+
+def trajectory_path(path: str | Path, index: int) -> Path:
+    path = Path(path)
+    return path.parent / "trajectories" / f"{path.stem}-{index}.safetensors"
+
+
+def save_trajectory(path: Path, trajectory: Trajectory) -> None:
+    """One seed's full-compute run (x_i, denoised_i, final, sigmas), atomically, as safetensors."""
+    from safetensors.torch import save as st_save
+
+    tensors = {"xs": torch.stack(trajectory.xs).cpu().contiguous(),
+               "denoised": torch.stack(trajectory.denoised).cpu().contiguous(),
+               "final": trajectory.final.detach().to("cpu", torch.float32).contiguous(),
+               "sigmas": trajectory.sigmas.contiguous()}
+    meta = {"format": "otcache.trajectory", "version": "1", "seed": str(trajectory.seed),
+            "evaluations": str(trajectory.evaluations), "seconds": f"{trajectory.seconds:.6f}"}
+    write_atomic(path, st_save(tensors, metadata=meta))
+
+
+def load_trajectory(path: Path, seed: int, steps: int) -> Trajectory | None:
+    """The trajectory saved at ``path`` for ``seed``, or None when absent or unreadable (it is then recomputed)."""
+    if not path.is_file():
+        return None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            t = {name: f.get_tensor(name) for name in ("xs", "denoised", "final", "sigmas")}
+        if meta.get("format") != "otcache.trajectory" or int(meta["seed"]) != int(seed) or t["xs"].shape[0] != steps:
+            return None
+        return Trajectory(int(seed), t["sigmas"], list(t["xs"].unbind(0)), list(t["denoised"].unbind(0)), t["final"],
+                          int(meta["evaluations"]), float(meta["seconds"]))
+    except Exception as exc:  # damaged: recompute it (costs N evaluations), never fail the calibration
+        log.warning("OTCache: ignoring unreadable trajectory %s (%s); recomputing it", path, exc)
+        return None
+
+
 # ----------------------------------------------------------------- the calibration loop
 
 
@@ -289,6 +338,7 @@ class CalibrationStats:
     recorded: int = 0  # full-compute trajectories recorded
     exact_replay: bool | None = None
     saves: int = 0
+    reused_trajectories: int = 0  # full-compute trajectories read back from disk instead of recomputed
 
 
 def _seed_value(seed: int, index: int) -> int:
@@ -336,9 +386,10 @@ def calibrate(setup: SamplingSetup, seed: int, matrix: CostMatrix, reuse: str = 
     """Measure every pending edge of ``matrix`` (seeds ``seed, seed+1, ...``); resumable.
 
     ``matrix.edge_cost`` picks the method (module docstring of ``otcache_core.edge_costs``).
-    With ``path`` the matrix is saved atomically after each recorded seed, every
-    ``save_every`` edges or ``save_seconds`` seconds, at the end, and when an exception
-    (an interrupt) stops the loop. ``progress(done, total)`` counts evaluations;
+    With ``path`` every measured edge is journalled (fsynced) at once, each seed's
+    trajectory is saved when recorded, and the matrix is saved atomically after each
+    recorded seed, when ``save_every`` edges *and* ``save_seconds`` seconds have passed,
+    at the end, and when an exception (an interrupt) stops the loop. ``progress(done, total)`` counts evaluations;
     ComfyUI's interrupt flag is checked before every run.
     """
     if matrix.steps != setup.steps:
@@ -365,7 +416,7 @@ def calibrate(setup: SamplingSetup, seed: int, matrix: CostMatrix, reuse: str = 
 
     def save(force: bool = False) -> None:
         nonlocal last_save, unsaved
-        if path is None or not (force or unsaved >= save_every or time.perf_counter() - last_save >= save_seconds):
+        if path is None or not (force or (unsaved >= save_every and time.perf_counter() - last_save >= save_seconds)):
             return
         matrix.info["evaluations"] = int(base["evaluations"]) + stats.evaluations
         matrix.info["seconds"] = float(base["seconds"]) + (time.perf_counter() - started)
@@ -374,6 +425,18 @@ def calibrate(setup: SamplingSetup, seed: int, matrix: CostMatrix, reuse: str = 
         stats.saves += 1
         last_save = time.perf_counter()
         unsaved = 0
+
+    journal = EdgeJournal(journal_path(path)) if path is not None else None
+    if journal is not None:
+        journal.start(matrix)
+
+    def record(s: int, i: int, j: int, cost: float) -> None:
+        nonlocal unsaved
+        matrix.record(s, i, j, cost)
+        if journal is not None:
+            journal.append(s, i, j, cost)
+        stats.edges += 1
+        unsaved += 1
 
     if progress is not None:
         progress(0, total)
@@ -384,15 +447,20 @@ def calibrate(setup: SamplingSetup, seed: int, matrix: CostMatrix, reuse: str = 
                 continue
             _check_interrupt()
             seed_s = _seed_value(seed, s)
-            trajectory = record_trajectory_setup(setup, seed_s)
-            stats.recorded += 1
+            trajectory = load_trajectory(trajectory_path(path, s), seed_s, n) if path is not None else None
+            if trajectory is None:
+                trajectory = record_trajectory_setup(setup, seed_s)
+                stats.recorded += 1
+                if path is not None:
+                    save_trajectory(trajectory_path(path, s), trajectory)
+                account(trajectory)  # stored first, then reported: a progress hook may raise to cancel
+            else:
+                stats.reused_trajectories += 1
             matrix.extras[_final_key(s)] = trajectory.final.detach().to("cpu", torch.float32)
             if matrix.edge_cost == "local":
-                matrix.record_seed(s, local_edge_costs(trajectory.directions(), trajectory.sigmas, matrix.max_skip))
-                stats.edges += len(pending)
-                unsaved += len(pending)
-            # Store first, then report: a progress hook may raise to cancel, and the work is kept.
-            account(trajectory)
+                costs = local_edge_costs(trajectory.directions(), trajectory.sigmas, matrix.max_skip)
+                for _, i, j in pending:
+                    record(s, i, j, costs[i, j])
             if matrix.edge_cost == "local":
                 save(force=True)
                 continue
@@ -418,9 +486,7 @@ def calibrate(setup: SamplingSetup, seed: int, matrix: CostMatrix, reuse: str = 
                     account(run)
                 _check_interrupt()
                 run = setup.sample(seed_s, tail_schedule(n, i, j), mode, start_step=i, start_x=trajectory.xs[i])
-                matrix.record(s, i, j, error(run.final, reference))
-                stats.edges += 1
-                unsaved += 1
+                record(s, i, j, error(run.final, reference))
                 account(run)
                 if status is not None:
                     status(f"OTCache calibration: {matrix.edges_done}/{matrix.edges_total} edge runs, "
@@ -597,18 +663,33 @@ def calibration_path(key: str) -> Path:
 
 
 def load_or_new(path: Path, steps: int, max_skip: int, seeds: int, edge_cost: str,
-                info: dict | None = None) -> CostMatrix:
-    """The saved matrix at ``path`` if it fits these settings, else a new empty one."""
+                info: dict | None = None) -> tuple[CostMatrix, str]:
+    """The saved matrix at ``path`` with every journalled edge, or a new one; and a note for the node.
+
+    A damaged matrix file is kept beside (``.damaged``), never overwritten, and the
+    journal rebuilds what was measured; the note says what was recovered ("" when
+    there was nothing to say).
+    """
+    matrix, note = None, ""
     if path.is_file():
         try:
             matrix = CostMatrix.load(path)
         except EdgeCostError as exc:
-            log.warning("OTCache: ignoring unreadable calibration file (%s); starting over", exc)
+            kept = path.with_suffix(f".damaged-{time.strftime('%Y%m%d-%H%M%S')}.safetensors")
+            path.replace(kept)
+            note = f"the calibration file was damaged ({str(exc)[:160]}); kept as {kept.name}"
         else:
-            if matrix.matches(steps, max_skip, seeds, edge_cost):
-                return matrix
-            log.warning("OTCache: calibration file %s was made for other settings; starting over", path)
-    return CostMatrix.new(steps, max_skip, seeds, edge_cost, info)
+            if not matrix.matches(steps, max_skip, seeds, edge_cost):
+                log.warning("OTCache: calibration file %s was made for other settings; starting over", path)
+                matrix = None
+    if matrix is None:
+        matrix = CostMatrix.new(steps, max_skip, seeds, edge_cost, info)
+    replay = EdgeJournal(journal_path(path)).replay(matrix)
+    if note or replay.applied or replay.skipped:
+        note = "; ".join(filter(None, [note, f"recovered {replay.applied} edge(s) from the journal"
+                                        + (f", skipped {replay.skipped} unreadable line(s)" if replay.skipped else "")]))
+        log.warning("OTCache: %s (%s)", note, path)
+    return matrix, note
 
 
 def check_uncached(model) -> None:

@@ -178,7 +178,7 @@ def build_reference(model, positive, negative, latent_image: dict, seed: int, se
     key = calibration_key(setup, seed, seeds, edge_cost, max_skip, mode)
     path = calibration_path(key)
     family = type(model.get_model_object("diffusion_model")).__name__
-    matrix = load_or_new(path, steps, max_skip, seeds, edge_cost, info={
+    matrix, recovery = load_or_new(path, steps, max_skip, seeds, edge_cost, info={
         "model": family, "sampler": sampler_name, "scheduler": scheduler, "steps": steps, "cfg": float(cfg),
         "seed": seed, "seeds": seeds, "edge_cost": edge_cost, "max_skip": max_skip, "reuse": mode,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -238,6 +238,8 @@ def build_reference(model, positive, negative, latent_image: dict, seed: int, se
     schedule = Schedule(steps, compute, model=family, sampler=sampler_name, scheduler=scheduler,
                         source="reference", params=params, metrics=metrics)
     text = _summary(schedule, edge_cost, objective, matrix, stats, errors, uniform_errors, measured_evals, path)
+    if recovery:
+        text += f"\nrecovery: {recovery}"
     image = cost_heatmap(costs, compute)
     return ReferenceResult(schedule, costs, matrix, image, text, path, stats, measured_evals, measured_runs)
 
