@@ -68,11 +68,13 @@ Storage, resume and stale trials
 the study holds ``trials`` COMPLETE trials (none if it already does). Only COMPLETE
 trials count. A trial whose objective raised is FAIL (the exception propagates, the
 study is kept). A trial left RUNNING by a killed process is never counted, and if it
-was a seed, the seed is enqueued again. URL storages are opened with Optuna's heartbeat
-(:data:`HEARTBEAT_INTERVAL_S`, :data:`HEARTBEAT_GRACE_S`), so such a trial is marked FAIL
-once its heartbeat is older than the grace period; it is not retried (TPE proposes
-afresh). A RUNNING trial is not taken as dead earlier than that because on a shared
-storage it may be another worker's trial in progress.
+was a seed, the seed is enqueued again. Every trial records its owner (host, process id
+and the process's start time, :func:`owner_token`). When a study resumes, a RUNNING
+trial whose owner ran on this host and is gone is marked FAIL at once and re-queued
+with its parameters (:func:`reclaim_dead_trials`). A RUNNING trial of another host may
+be another worker's trial in progress; for those, URL storages are opened with Optuna's
+heartbeat (:data:`HEARTBEAT_INTERVAL_S`, :data:`HEARTBEAT_GRACE_S`), so the trial is
+marked FAIL once its heartbeat is older than the grace period, and re-queued once.
 
 The study's user attributes record steps, budget and knots; resuming a study made for
 other values raises :class:`AnchorSearchError` (pick another study name, e.g. from
@@ -117,6 +119,8 @@ ATTR_SCHEDULE = "otcache_schedule"  # compact schedule a COMPLETE trial evaluate
 ATTR_MEASURED = "otcache_measured"  # True: the objective ran; False: value reused
 ATTR_SEED = "otcache_seed"  # seed label of an enqueued seed trial
 ATTR_SEED_SCHEDULE = "otcache_seed_schedule"  # compact schedule a seed trial evaluates
+ATTR_OWNER = "otcache_owner"  # who runs the trial: {"host", "pid", "start"}
+ATTR_RETRY_OF = "otcache_retry_of"  # number of the dead trial a re-queued trial replaces
 
 STUDY_FORMAT = "otcache.anchor-study"
 STUDY_VERSION = 1
@@ -251,13 +255,69 @@ def _open_storage(storage):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     return optuna.storages.RDBStorage(
-                        storage, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=HEARTBEAT_GRACE_S
+                        storage, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=HEARTBEAT_GRACE_S,
+                        heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
                     )
             except Exception as error:  # sqlalchemy IntegrityError / ProgrammingError on the race
                 if attempt + 1 == STORAGE_OPEN_ATTEMPTS or "already exists" not in str(error):
                     raise
                 time.sleep(0.2 * (attempt + 1))
     raise AnchorSearchError(f"storage {storage!r} is not a storage URL; use e.g. 'sqlite:///path/anchor.db'")
+
+
+# ----------------------------------------------------------------- dead trials
+
+
+def _process_start(pid: int) -> str:
+    """The start time of process ``pid`` (Linux /proc; "" elsewhere), so a reused pid is not taken for its owner."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stream:
+            return stream.read().rpartition(")")[2].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def owner_token() -> dict[str, Any]:
+    """Who runs a trial: this host, this process and when it started."""
+    import os
+    import socket
+
+    return {"host": socket.gethostname(), "pid": os.getpid(), "start": _process_start(os.getpid())}
+
+
+def _owner_is_dead(owner: Any) -> bool:
+    import os
+    import socket
+
+    if not isinstance(owner, dict) or owner.get("host") != socket.gethostname():
+        return False  # another machine's trial: its heartbeat decides
+    pid = owner.get("pid")
+    if not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return bool(owner.get("start")) and _process_start(pid) != owner.get("start")
+
+
+def reclaim_dead_trials(study: optuna.Study) -> int:
+    """Fail every RUNNING trial whose owner on this host is gone, and re-queue it; the number re-queued."""
+    reclaimed = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not _owner_is_dead(trial.user_attrs.get(ATTR_OWNER)):
+            continue
+        try:
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        except RuntimeError:  # finished or failed by another worker meanwhile
+            continue
+        keep = {k: v for k, v in trial.user_attrs.items() if k in (ATTR_SEED, ATTR_SEED_SCHEDULE)}
+        study.enqueue_trial(dict(trial.params), user_attrs={**keep, ATTR_RETRY_OF: trial.number},
+                            skip_if_exists=False)
+        reclaimed += 1
+    return reclaimed
 
 
 # ----------------------------------------------------------------- search
@@ -377,6 +437,7 @@ def search(
         load_if_exists=True,
     )
     _check_study(study, steps, budget, knots, seed, reference)
+    reclaimed = reclaim_dead_trials(study)
 
     measured = _measured_from(study)
     waiting = {
@@ -396,6 +457,7 @@ def search(
 
     def run_trial(trial: optuna.Trial) -> float:
         nonlocal calls
+        trial.set_user_attr(ATTR_OWNER, owner_token())
         increments = [trial.suggest_float(name, INCREMENT_LOW, INCREMENT_HIGH, log=True) for name in names]
         fixed = trial.user_attrs.get(ATTR_SEED_SCHEDULE)
         if fixed is not None:
@@ -466,6 +528,7 @@ def search(
             "objective_calls": calls,
             "objective_calls_total": total_calls,
             "best_trial": best.number,
+            "reclaimed_trials": reclaimed,
         },
     )
     return anchor, study

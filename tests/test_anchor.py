@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from comfyui_otcache.otcache_core.anchor import (
     ATTR_MEASURED,
     ATTR_SCHEDULE,
-    ATTR_SEED,
+    ATTR_RETRY_OF, ATTR_SEED,
     HEARTBEAT_INTERVAL_S,
     AnchorSearchError,
     _seed_trials,
@@ -293,8 +293,13 @@ def test_resume_after_a_hard_kill(tmp_path, kill_at):
     anchor, study = search(objective, N, K, reference=REFERENCE, trials=10, storage=storage, study_name="killed")
     states = [t.state for t in study.trials]
     assert states.count(TrialState.COMPLETE) == 10
-    # the killed trial is never counted; Optuna's heartbeat marks it FAIL once stale
-    assert (states.count(TrialState.RUNNING), states.count(TrialState.FAIL)) == ((0, 1) if stale else (1, 0))
+    # the killed trial is never counted: its owner is gone, so the resume fails it at once (stale
+    # heartbeat or not) and re-queues it with its parameters
+    assert (states.count(TrialState.RUNNING), states.count(TrialState.FAIL)) == (0, 1)
+    dead = next(t for t in study.trials if t.state == TrialState.FAIL)
+    retries = [t for t in study.trials if t.user_attrs.get(ATTR_RETRY_OF) == dead.number]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE and retries[0].params == dead.params
+    assert anchor.metrics["reclaimed_trials"] == 1
     schedules = trial_schedules(study)
     assert sorted(objective.calls) == sorted(set(schedules) - measured_before)
     assert len(objective.calls) <= 10 - (kill_at - 1)
