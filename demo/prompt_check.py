@@ -77,23 +77,26 @@ def labelled_batch(seed: int, index: int, batch: int) -> tuple[torch.Tensor, tor
 
 
 class PromptClassifier(nn.Module):
-    """Four strided conv stages (64 -> 4 pixels), then two linear heads."""
+    """Conv stages down to an 8x8 grid; objects: a 40-way map, max over the grid ("is one anywhere").
 
-    def __init__(self, width: int = 24):
+    The max over positions is the inductive bias of presence: an object is present when
+    some place shows it. The background is read from the average over positions.
+    """
+
+    def __init__(self, width: int = 32):
         super().__init__()
         layers, c = [], 3
-        for out in (width, width, 2 * width, 2 * width):
-            layers += [nn.Conv2d(c, out, 3, padding=1), nn.GELU(), nn.Conv2d(out, out, 3, padding=1, stride=2),
-                       nn.GELU()]
+        for out, stride in ((width, 2), (2 * width, 2), (2 * width, 2), (2 * width, 1)):
+            layers += [nn.Conv2d(c, out, 3, padding=1), nn.GELU(), nn.Conv2d(out, out, 3, padding=1, stride=stride),
+                       nn.GroupNorm(8, out), nn.GELU()]
             c = out
-        self.features = nn.Sequential(*layers, nn.Flatten())
-        self.hidden = nn.Sequential(nn.Linear(c * 16, 256), nn.GELU())
-        self.background = nn.Linear(256, len(data.BACKGROUNDS))
-        self.objects = nn.Linear(256, len(data.COLOUR_NAMES) * len(data.SHAPES))
+        self.features = nn.Sequential(*layers)
+        self.background = nn.Linear(c, len(data.BACKGROUNDS))
+        self.objects = nn.Conv2d(c, len(data.COLOUR_NAMES) * len(data.SHAPES), 1)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.hidden(self.features(images * 2 - 1))
-        return self.background(h), self.objects(h)
+        h = self.features(images * 2 - 1)  # [B, C, 8, 8]
+        return self.background(h.mean(dim=(2, 3))), self.objects(h).amax(dim=(2, 3))
 
 
 def train_classifier(steps: int = 3000, batch: int = 64, seed: int = 0, log=print) -> PromptClassifier:
@@ -106,13 +109,14 @@ def train_classifier(steps: int = 3000, batch: int = 64, seed: int = 0, log=prin
         x, bg, obj = labelled_batch(seed, step, batch)
         bg_logits, obj_logits = model(x)
         loss = nn.functional.cross_entropy(bg_logits, bg) + 4 * nn.functional.binary_cross_entropy_with_logits(
-            obj_logits, obj)
+            obj_logits, obj, pos_weight=torch.full((obj.shape[1],), 4.0))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
-        if step % 200 == 0 or step == steps - 1:
-            log(f"classifier step {step} loss {float(loss):.4f}")
+        if step % 100 == 0 or step == steps - 1:
+            exact = ((obj_logits > 0) == (obj > 0.5)).all(1).float().mean()
+            log(f"classifier step {step} loss {float(loss):.4f} objects exact {float(exact):.2f}")
     return model.eval()
 
 

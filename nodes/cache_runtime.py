@@ -74,6 +74,10 @@ class RunReport:
     skipped: int = 0
     forced: int = 0  # evaluations computed although scheduled to skip (no cache yet)
     seconds: float = 0.0
+    model_calls: int = 0  # diffusion-model calls seen by the DIFFUSION_MODEL wrapper (every mode)
+    steps_computed: set = dataclasses.field(default_factory=set)  # steps whose evaluation reached the hooks
+    steps_skipped: set = dataclasses.field(default_factory=set)
+    warning: str = ""  # set by check_honoured when the schedule was not what ran
 
     @property
     def evaluations(self) -> int:
@@ -86,7 +90,41 @@ class RunReport:
             f"{self.computed}/{self.evaluations} evaluations, skipped {self.skipped} "
             f"({total / max(self.computed, 1):.2f}x fewer transformer runs), {self.seconds:.2f} s"
             + (f", {self.forced} forced by missing cache" if self.forced else "")
+            + (f"\nWARNING: {self.warning}" if self.warning else "")
         )
+
+
+def check_honoured(report: RunReport) -> str:
+    """Why the run did not follow its schedule ("" when it did): hooks never reached, or K/N not met.
+
+    The steady failure of step caches is a speedup that silently disappears, because
+    another node replaced the model's forward or the block patches, or ComfyUI changed
+    its hooks. So after every run the steps the hooks saw are compared with the schedule.
+    """
+    schedule = report.schedule
+    if report.evaluations == 0:
+        if report.reuse == "block" and report.model_calls:
+            return (f"the transformer ran {report.model_calls} time(s) but never reached OTCache's block patches, so "
+                    "nothing was cached. Likely cause: a node after the Cached Model replaced the 'dit' block "
+                    "patches (another cache or patch pack); put the Cached Model last, or use reuse 'output'.")
+        return ("no transformer evaluation reached OTCache's hooks, so nothing was cached. Likely cause: another "
+                "node replaces the model's forward (another cache pack, or a model wrapper) after the Cached "
+                "Model, or this ComfyUI version calls the model differently; put the Cached Model last.")
+    if schedule.is_full:
+        return ""
+    seen = report.steps_computed | report.steps_skipped
+    expected_skips = set(schedule.skipped) & seen
+    if not report.steps_skipped and schedule.skipped:
+        return (f"no step reused the cache although {len(schedule.skipped)} of {schedule.steps} were scheduled to; "
+                "the cache was never filled (check the log for 'forced by missing cache').")
+    missing = expected_skips - report.steps_skipped
+    if len(seen) < schedule.steps:
+        return (f"the hooks saw {len(seen)} of the {schedule.steps} steps; the others ran outside OTCache (another "
+                "cache pack's wrapper may skip calls before they reach it), so K/N is not what ran.")
+    if missing and len(missing) > report.forced:
+        return (f"{len(missing)} scheduled skip(s) were computed (steps {sorted(missing)[:8]}), so the run computed "
+                f"more than K={schedule.budget} of N={schedule.steps} steps.")
+    return ""
 
 
 # ---------------------------------------------------------------- per-run state
@@ -256,8 +294,11 @@ def _begin_call(state: CacheState, transformer_options: dict, probe: torch.Tenso
             state.report.forced += 1
     if compute:
         state.report.computed += 1
+        if step is not None:
+            state.report.steps_computed.add(step)
     else:
         state.report.skipped += 1
+        state.report.steps_skipped.add(step)
     return _Call(compute, store, keys, signatures, cached)
 
 
@@ -272,6 +313,8 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
     transformer_options = _find_transformer_options(args, kwargs)
     state: CacheState | None = transformer_options.get(STATE_KEY)
     x = args[0] if args else None
+    if state is not None:
+        state.report.model_calls += 1
     if state is None or state.config.reuse == "block" or not isinstance(x, torch.Tensor):
         return executor(*args, **kwargs)
     call = _begin_call(state, transformer_options, x)
@@ -394,8 +437,9 @@ def outer_sample_wrapper(executor, *args, **kwargs):
 
 
 def _publish(report: RunReport, config: CacheConfig) -> None:
+    report.warning = check_honoured(report)
     text = report.text()
-    log.log(logging.DEBUG if config.quiet else logging.INFO, text)
+    log.log(logging.WARNING if report.warning else logging.DEBUG if config.quiet else logging.INFO, text)
     if config.on_report is not None:
         config.on_report(report)
     send_node_text(config.node_id, text)
