@@ -4,7 +4,7 @@ One code path for the tiny trained models of ``benchmarks/tiny`` and for real ch
 ``run.py`` only sees a :class:`BenchTarget`.
 
 - :func:`tiny_target`: a trained tiny FLUX / Qwen-Image / HunyuanVideo from
-  ``benchmarks/tiny/weights/<family>.safetensors`` (``common.load_trained``), its prompt
+  ``demo/weights/<family>.safetensors`` (``common.load_trained``), its prompt
   embedding (``common.conditioning``), empty latent and fixed decoder (``common.codec_for``,
   which stands in for the VAE). ``random_weights=True`` builds the same architecture with
   seeded random weights instead (smoke tests only: the numbers mean nothing).
@@ -119,7 +119,7 @@ def tiny_target(family: str, cal_prompts: int, eval_prompts: int, *, random_weig
     if family not in TINY_FAMILIES:
         raise BenchError(f"unknown tiny model {family!r}; choose from {', '.join(TINY_FAMILIES)}")
     fam = common.get_family(family)
-    path = Path(weights) if weights else common.WEIGHTS / f"{family}.safetensors"
+    path = Path(weights) if weights else common.SHIPPED_WEIGHTS / f"{family}.safetensors"
     if random_weights:
         model = common.build_tiny_model(family, 0, **fam.arch)
         info = {"weights": "random (seed 0): smoke test only, the numbers mean nothing"}

@@ -1,159 +1,173 @@
-"""Does a tiny model draw what it is told? A classifier trained on the renderer's own images.
+"""Does a tiny model draw what it is told? An automatic check against the renderer's own ground truth.
 
-The renderer (:mod:`tiny_data`) knows the ground truth of every image it draws: the
-background kind, and each object's colour name, shape, size and how much of it is left
-visible after occlusion. A small CNN learns, from rendered images only:
+- **Objects** (no learning): a named object is present when some placement of the
+  renderer's own shape mask (:func:`tiny_data._shape_mask`, at the renderer's sizes and
+  rotations, anywhere) lies mostly (:data:`MIN_INSIDE`) on pixels within
+  :data:`COLOUR_TOLERANCE` of the named colour, while the ring around it mostly
+  (:data:`MAX_RING`) does not: a region of that shape, not a larger field of the colour.
+  All placements at once by FFT convolution. A square rotated by 45 degrees *is* a
+  diamond (the renderer rotates every shape at random), so the two count as one shape.
+- **Background kind**: a small CNN trained on the renderer's images (it learns the six
+  kinds to 100% on held-out renders in a few hundred steps; :mod:`.train_prompt_check`).
 
-- ``background``: which of the 6 kinds (always defined, also for prompts saying ``any``);
-- ``objects``: 8 x 5 independent presence logits, one per (colour, shape), true when an
-  object of that colour and shape, of a named object's size, is at least half visible.
-
-:func:`prompt_satisfied` then reads a prompt against the predictions: its background
-kind (unless ``any``) is the predicted one, and each named object has a present
-(colour, shape), with ``any`` taking the best over that axis. Unnamed small shapes are
-never labelled, so they neither help nor hurt. Half of the training images are pooled
-to 32x32 and scaled back, so video frames (drawn at 32x32) are read too.
+:func:`check_images` reads each prompt against its image: the named background kind
+(unless ``any``), and per named object a region of its colour (or any named colour)
+and shape (or any shape). Video frames (32x32) are scaled up to 64x64 first.
 """
 from __future__ import annotations
 
-import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage
 from torch import nn
 
 from . import tiny_data as data
 
-WEIGHTS = Path(__file__).resolve().parent / "weights" / "prompt_check.safetensors"
-NAMED_MIN_SIZE = 9.0  # named objects are drawn at size 9-17, unnamed extras at 3-5.5
-VISIBLE_SHARE = 0.5
+WEIGHTS = Path(__file__).resolve().parent / "weights" / "background_check.safetensors"
+COLOUR_TOLERANCE = 0.25  # Euclidean RGB distance to a named colour (the renderer jitters by sigma 0.04)
+SIZES = (9.0, 11.0, 13.0, 15.0, 17.0)  # the renderer's named-object sizes, 9-17
+MIN_INSIDE = 0.7  # share of the shape's pixels in the colour (an object may be partly hidden)
+MAX_RING = 0.4  # share of a 2-pixel ring around it in the same colour (else it is a larger region)
+RING = 2
+# A square rotated by 45 degrees is a diamond: the two are one shape group.
+SHAPE_GROUPS = {"circle": ("circle",), "square": ("square", "diamond"), "diamond": ("square", "diamond"),
+                "triangle": ("triangle",), "bar": ("bar",)}
+_ANGLES = np.linspace(0, math.pi / 2, 8, endpoint=False)
+_KERNELS: dict = {}
 
 
-@dataclasses.dataclass(frozen=True)
-class Truth:
-    background: int  # index into data.BACKGROUNDS
-    objects: np.ndarray  # [8, 5] bool
+def _kernels(shape: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(inside, ring) masks of ``shape`` over the renderer's sizes and rotations, centred in a 41x41 box."""
+    if shape not in _KERNELS:
+        y, x = np.mgrid[0:41, 0:41] + 0.5
+        kernels = []
+        for size in SIZES:
+            for angle in _ANGLES[:1] if shape == "circle" else _ANGLES:
+                inside = _mask_on(shape, x, y, size, angle)
+                grown = ndimage.binary_dilation(inside, iterations=RING)
+                kernels.append((inside.astype(np.float64), (grown & ~inside).astype(np.float64)))
+        _KERNELS[shape] = kernels
+    return _KERNELS[shape]
 
 
-def truth_of(lay: data.Layout, kind: str) -> Truth:
-    """Ground-truth labels of a drawn layout: visible named-size objects by nearest named colour."""
-    names = np.array([data.COLOURS[c] for c in data.COLOUR_NAMES])
-    present = np.zeros((len(data.COLOUR_NAMES), len(data.SHAPES)), dtype=bool)
-    masks = [data._shape_mask(s, cx, cy, size, angle) for (_, s, size, cx, cy, angle) in lay.items]
-    for k, (colour, shape, size, *_rest) in enumerate(lay.items):
-        if size < NAMED_MIN_SIZE or not masks[k].any():
-            continue
-        covered = np.zeros_like(masks[k])
-        for later in masks[k + 1:]:
-            covered |= later
-        visible = (masks[k] & ~covered).sum() / masks[k].sum()
-        if visible >= VISIBLE_SHARE:
-            c = int(np.argmin(((names - colour) ** 2).sum(axis=1)))
-            present[c, data.SHAPES.index(shape)] = True
-    return Truth(data.BACKGROUNDS.index(kind), present)
+def _mask_on(shape: str, x: np.ndarray, y: np.ndarray, size: float, angle: float) -> np.ndarray:
+    """The renderer's own shape mask (``tiny_data._shape_mask``) on a grid of its own."""
+    saved = data._X, data._Y
+    data._X, data._Y = x, y
+    try:
+        return data._shape_mask(shape, 20.5, 20.5, size, angle)
+    finally:
+        data._X, data._Y = saved
 
 
-def labelled_batch(seed: int, index: int, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Rendered images ``[B, 3, 64, 64]``, background labels ``[B]``, object labels ``[B, 40]``."""
-    rng = np.random.default_rng([seed, index, 17])
-    images, backgrounds, objects = [], [], []
-    for _ in range(batch):
-        prompt = data.random_prompt(rng, p_any=0.25)
-        kind = prompt.background if prompt.background != data.ANY else None
-        if kind is None:  # draw the kind here, so the label is known
-            kind = data.BACKGROUNDS[rng.integers(len(data.BACKGROUNDS))]
-            prompt = data.Prompt(kind, prompt.objects)
-        lay = data.layout(prompt, rng)
-        image = data.draw(lay)
-        if rng.random() < 0.5:  # as a video frame: drawn at 32x32
-            image = image.reshape(32, 2, 32, 2, 3).mean(axis=(1, 3)).repeat(2, 0).repeat(2, 1)
-        truth = truth_of(lay, kind)
-        images.append(image)
-        backgrounds.append(truth.background)
-        objects.append(truth.objects.reshape(-1))
-    x = torch.from_numpy(np.stack(images)).float().permute(0, 3, 1, 2)
-    return x, torch.tensor(backgrounds), torch.from_numpy(np.stack(objects)).float()
+def object_present(near: np.ndarray, shape: str) -> bool:
+    """Whether some placement of ``shape`` (any size and rotation the renderer uses) is mostly inside
+    ``near`` (a 64x64 bool mask of one colour) while the ring around it mostly is not."""
+    from scipy.signal import fftconvolve
+
+    m = near.astype(np.float64)
+    for inside, ring in _kernels(shape):
+        filled = fftconvolve(m, inside[::-1, ::-1], mode="same") / inside.sum()
+        edge = fftconvolve(m, ring[::-1, ::-1], mode="same") / ring.sum()
+        if np.any((filled >= MIN_INSIDE) & (edge <= MAX_RING)):
+            return True
+    return False
 
 
-class PromptClassifier(nn.Module):
-    """Conv stages down to an 8x8 grid; objects: a 40-way map, max over the grid ("is one anywhere").
+def colour_mask(image: np.ndarray, colour: str) -> np.ndarray:
+    return np.linalg.norm(image - np.asarray(data.COLOURS[colour]), axis=-1) < COLOUR_TOLERANCE
 
-    The max over positions is the inductive bias of presence: an object is present when
-    some place shows it. The background is read from the average over positions.
-    """
 
-    def __init__(self, width: int = 32):
+class BackgroundClassifier(nn.Module):
+    """Four strided conv stages (64 -> 4 pixels) and a linear head on the 4x4 map."""
+
+    def __init__(self, width: int = 24):
         super().__init__()
         layers, c = [], 3
-        for out, stride in ((width, 2), (2 * width, 2), (2 * width, 2), (2 * width, 1)):
-            layers += [nn.Conv2d(c, out, 3, padding=1), nn.GELU(), nn.Conv2d(out, out, 3, padding=1, stride=stride),
-                       nn.GroupNorm(8, out), nn.GELU()]
+        for out in (width, width, 2 * width, 2 * width):
+            layers += [nn.Conv2d(c, out, 3, padding=1), nn.GELU(), nn.Conv2d(out, out, 3, padding=1, stride=2),
+                       nn.GroupNorm(4, out), nn.GELU()]
             c = out
-        self.features = nn.Sequential(*layers)
-        self.background = nn.Linear(c, len(data.BACKGROUNDS))
-        self.objects = nn.Conv2d(c, len(data.COLOUR_NAMES) * len(data.SHAPES), 1)
+        self.features = nn.Sequential(*layers, nn.Flatten())
+        self.head = nn.Linear(c * 16, len(data.BACKGROUNDS))
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.features(images * 2 - 1)  # [B, C, 8, 8]
-        return self.background(h.mean(dim=(2, 3))), self.objects(h).amax(dim=(2, 3))
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images * 2 - 1))
 
 
-def train_classifier(steps: int = 3000, batch: int = 64, seed: int = 0, log=print) -> PromptClassifier:
-    """Deterministic training on the renderer's images (stream ``seed``)."""
+def labelled_backgrounds(seed: int, index: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rendered images ``[B, 3, 64, 64]`` (half of them as 32x32 video frames) and their background kinds."""
+    rng = np.random.default_rng([seed, index, 17])
+    images, kinds = [], []
+    for _ in range(batch):
+        prompt = data.random_prompt(rng)
+        kind = data.BACKGROUNDS[rng.integers(len(data.BACKGROUNDS))]
+        image = data.render(data.Prompt(kind, prompt.objects), rng)
+        if rng.random() < 0.5:
+            image = image.reshape(32, 2, 32, 2, 3).mean(axis=(1, 3)).repeat(2, 0).repeat(2, 1)
+        images.append(image)
+        kinds.append(data.BACKGROUNDS.index(kind))
+    return torch.from_numpy(np.stack(images)).float().permute(0, 3, 1, 2), torch.tensor(kinds)
+
+
+def train_background_classifier(steps: int = 1500, batch: int = 32, seed: int = 0, log=print) -> BackgroundClassifier:
     torch.manual_seed(seed)
-    model = PromptClassifier()
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
+    model = BackgroundClassifier()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     for step in range(steps):
-        x, bg, obj = labelled_batch(seed, step, batch)
-        bg_logits, obj_logits = model(x)
-        loss = nn.functional.cross_entropy(bg_logits, bg) + 4 * nn.functional.binary_cross_entropy_with_logits(
-            obj_logits, obj, pos_weight=torch.full((obj.shape[1],), 4.0))
+        for group in opt.param_groups:
+            group["lr"] = 3e-3 * 0.5 * (1 + math.cos(math.pi * step / steps))
+        x, kinds = labelled_backgrounds(seed, step, batch)
+        logits = model(x)
+        loss = nn.functional.cross_entropy(logits, kinds)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        sched.step()
         if step % 100 == 0 or step == steps - 1:
-            exact = ((obj_logits > 0) == (obj > 0.5)).all(1).float().mean()
-            log(f"classifier step {step} loss {float(loss):.4f} objects exact {float(exact):.2f}")
+            log(f"background classifier step {step} loss {loss.item():.4f} "
+                f"accuracy {(logits.argmax(1) == kinds).float().mean().item():.2f}")
     return model.eval()
 
 
-def load_classifier(path: Path = WEIGHTS) -> PromptClassifier:
+def load_background_classifier(path: Path = WEIGHTS) -> BackgroundClassifier:
     from safetensors.torch import load_file
 
     if not Path(path).is_file():
-        raise FileNotFoundError(f"no prompt classifier at {path}; train it with "
-                                "`python -m comfyui_otcache.demo.train_prompt_check`")
-    model = PromptClassifier()
+        raise FileNotFoundError(f"no background classifier at {path}; train it with "
+                                "benchmarks/tiny/train_prompt_check.py")
+    model = BackgroundClassifier()
     model.load_state_dict(load_file(str(path)))
     return model.eval()
 
 
-@torch.no_grad()
-def predict(model: PromptClassifier, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Images ``[B, H, W, 3]`` in [0, 1] (64x64, or 32x32 frames) -> (background ``[B]``, object probs ``[B, 8, 5]``)."""
-    x = images.float().permute(0, 3, 1, 2)
-    if x.shape[-1] == 32:
-        x = x.repeat_interleave(2, -1).repeat_interleave(2, -2)
-    bg, obj = model(x)
-    return bg.argmax(1).numpy(), torch.sigmoid(obj).reshape(-1, len(data.COLOUR_NAMES), len(data.SHAPES)).numpy()
+def _as_64(images: torch.Tensor) -> torch.Tensor:
+    """``[B, H, W, 3]`` in [0, 1] at 64x64 (32x32 frames repeated 2x2)."""
+    images = images.float().clamp(0, 1)
+    if images.shape[1] == data.IMAGE // 2:
+        images = images.repeat_interleave(2, 1).repeat_interleave(2, 2)
+    return images
 
 
-def prompt_satisfied(prompt: data.Prompt, background: int, objects: np.ndarray, threshold: float = 0.5) -> bool:
-    """True when the predicted background and objects show everything the prompt names."""
-    if prompt.background != data.ANY and data.BACKGROUNDS[background] != prompt.background:
+def named_object_present(image: np.ndarray, colour: str, shape: str) -> bool:
+    """Whether ``image`` (``[64, 64, 3]``) shows an object of ``colour`` and ``shape`` (either may be ``any``)."""
+    colours = data.COLOUR_NAMES if colour == data.ANY else (colour,)
+    shapes = ("circle", "square", "triangle", "bar") if shape == data.ANY else SHAPE_GROUPS[shape][:1]
+    return any(object_present(colour_mask(image, c), s) for c in colours for s in shapes)
+
+
+def prompt_satisfied(prompt: data.Prompt, background: str, image: np.ndarray) -> bool:
+    """True when ``background`` is the prompt's (or it says ``any``) and every named object is present."""
+    if prompt.background != data.ANY and background != prompt.background:
         return False
-    for colour, shape in prompt.objects:
-        rows = slice(None) if colour == data.ANY else data.COLOUR_NAMES.index(colour)
-        cols = slice(None) if shape == data.ANY else data.SHAPES.index(shape)
-        if objects[rows, cols].max() < threshold:
-            return False
-    return True
+    return all(named_object_present(image, c, s) for c, s in prompt.objects)
 
 
-def check_images(model: PromptClassifier, prompts: list, images: torch.Tensor) -> list[bool]:
-    """Per prompt, whether its image (``[B, H, W, 3]``) shows what it names."""
-    backgrounds, objects = predict(model, images)
-    return [prompt_satisfied(p, int(b), o) for p, b, o in zip(prompts, backgrounds, objects)]
+@torch.no_grad()
+def check_images(classifier: BackgroundClassifier, prompts: list, images: torch.Tensor) -> list[bool]:
+    """Per prompt, whether its image (``[B, H, W, 3]``, 64x64 or 32x32 frames) shows what it names."""
+    images = _as_64(images)
+    kinds = classifier(images.permute(0, 3, 1, 2)).argmax(1).tolist()
+    return [prompt_satisfied(p, data.BACKGROUNDS[k], img.numpy()) for p, k, img in zip(prompts, kinds, images)]

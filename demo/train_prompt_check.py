@@ -1,8 +1,8 @@
-"""Train the prompt classifier on the renderer's images and report its accuracy on held-out renders.
+"""Train the prompt check's background classifier and report how often true renders pass the check.
 
-    .venv/bin/python -m comfyui_otcache.demo.train_prompt_check   (or benchmarks/tiny/train_prompt_check.py)
+    .venv/bin/python benchmarks/tiny/train_prompt_check.py
 
-Deterministic for a given thread count; writes ``demo/weights/prompt_check.safetensors``.
+Deterministic for a given thread count; writes ``demo/weights/background_check.safetensors``.
 The held-out figure is the check's own ceiling: how often it passes *true* renders of
 held-out prompts, the bar a model's samples are then held to.
 """
@@ -29,12 +29,12 @@ def render_heldout(count: int, seed: int = 5) -> tuple[list, torch.Tensor, torch
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--heldout", type=int, default=256)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    model = pc.train_classifier(steps=args.steps)
+    model = pc.train_background_classifier(steps=args.steps)
     from safetensors.torch import save_file
 
     pc.WEIGHTS.parent.mkdir(parents=True, exist_ok=True)

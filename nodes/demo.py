@@ -15,8 +15,6 @@ No checkpoint, text encoder or download needed.
 from __future__ import annotations
 
 import hashlib
-import json
-import threading
 from pathlib import Path
 
 import torch
@@ -24,11 +22,12 @@ import torch
 from comfy_api.latest import io
 
 from ..demo import tiny_data
+from ..demo.tiny import TinyWeightsError, load_weights, weights_path
 from ..demo.tiny_models import FAMILIES, TINY_SPECS, LatentRGBDecoder, build_tiny_model, tiny_conditioning, tiny_latent
 
 DEMO_CATEGORY = "OTCache/demo"
 PACK_ROOT = Path(__file__).resolve().parent.parent
-TINY_FLUX_WEIGHTS = PACK_ROOT / "benchmarks" / "tiny" / "weights" / "flux.safetensors"
+TINY_FLUX_WEIGHTS = weights_path("flux")
 
 
 def prompt_conditioning(family: str, prompt: str, tokens: int = 8) -> list:
@@ -81,19 +80,7 @@ class OTCacheDemoModel(io.ComfyNode):
 # ---------------------------------------------------------------- the trained tiny FLUX
 
 
-class TinyFluxWeightsError(RuntimeError):
-    """The trained tiny FLUX weights are missing or not in the expected format."""
-
-
-def _missing_weights_message(path: Path) -> str:
-    return (
-        f"OTCache Tiny FLUX (trained): the weights file {path} is missing. It ships with the git checkout of "
-        "ComfyUI-OTCache (benchmarks/tiny/weights/flux.safetensors, under 3 MB); an install that leaves out "
-        "benchmarks/ (e.g. from the registry) has no copy. Get it with a `git clone` of the "
-        "ComfyUI-OTCache repository into custom_nodes (or copy that one file to this path), or "
-        "train it yourself: `.venv/bin/python benchmarks/tiny/train.py --family flux` (about half an hour on 2 "
-        "CPU cores). The random-weight OTCache Tiny Demo Model needs no file."
-    )
+TinyFluxWeightsError = TinyWeightsError  # the name the tests and older code know
 
 
 def _weights_stamp(path: Path) -> tuple:
@@ -101,51 +88,12 @@ def _weights_stamp(path: Path) -> tuple:
     return (str(path), stat.st_size, stat.st_mtime_ns)
 
 
-_LOADED: dict[tuple, tuple] = {}
-_LOAD_LOCK = threading.Lock()
-
-
 def load_tiny_flux(path: Path | str | None = None):
-    """The trained tiny FLUX as a ComfyUI ModelPatcher (float32), and the file's metadata.
-
-    The architecture comes from the file's ``arch`` metadata (JSON keyword arguments of
-    :func:`.tiny_models.build_tiny_model`), so a retrained file with another size loads
-    too. The weights (bf16 in the file) are loaded as float32. One model per file
-    version (path, size, mtime) is kept, so re-running the node does not reload it.
-    """
-    path = Path(path) if path is not None else TINY_FLUX_WEIGHTS
-    if not path.is_file():
-        raise TinyFluxWeightsError(_missing_weights_message(path))
-    stamp = _weights_stamp(path)
-    with _LOAD_LOCK:
-        if stamp in _LOADED:
-            return _LOADED[stamp]
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        try:
-            with safe_open(str(path), "pt") as f:
-                meta = dict(f.metadata() or {})
-            state = {k: v.float() for k, v in load_file(str(path)).items()}
-        except Exception as error:
-            raise TinyFluxWeightsError(f"OTCache Tiny FLUX (trained): cannot read {path} as safetensors: {error}") from error
-        if meta.get("family", "flux") != "flux":
-            raise TinyFluxWeightsError(f"OTCache Tiny FLUX (trained): {path} holds a {meta['family']!r} model, not flux")
-        if "arch" not in meta:
-            raise TinyFluxWeightsError(
-                f"OTCache Tiny FLUX (trained): {path} has no 'arch' metadata (the FLUX sizes as JSON), so the model "
-                "cannot be built; write it with benchmarks/tiny/train.py.")
-        arch = json.loads(meta["arch"])
-        model = build_tiny_model("flux", 0, **arch)
-        try:
-            model.model.diffusion_model.load_state_dict(state)
-        except RuntimeError as error:
-            raise TinyFluxWeightsError(
-                f"OTCache Tiny FLUX (trained): the weights in {path} do not fit the FLUX built from its arch "
-                f"metadata {arch}: {error}") from error
-        _LOADED.clear()  # keep only the current file version
-        _LOADED[stamp] = (model, meta)
-        return model, meta
+    """The trained tiny FLUX as a ComfyUI ModelPatcher (float32), and the file's metadata (``demo.tiny``)."""
+    try:
+        return load_weights("flux", path if path is not None else TINY_FLUX_WEIGHTS)
+    except TinyWeightsError as error:
+        raise TinyWeightsError(f"OTCache Tiny FLUX (trained): {error}") from None
 
 
 class TinyFluxDecoder:
@@ -203,7 +151,7 @@ class OTCacheTinyFlux(io.ComfyNode):
             description=(
                 "A 1.4M-parameter FLUX (ComfyUI's own FLUX model class) trained on procedural shapes, for trying "
                 "OTCache on a CPU: real speed and real fidelity in seconds, no download. It loads the bundled "
-                "weights (benchmarks/tiny/weights/flux.safetensors) and gives the model, the prompt's conditioning, "
+                "weights (demo/weights/flux.safetensors) and gives the model, the prompt's conditioning, "
                 "an empty 32x32 latent (64x64 pixels) and its fixed decoder as a VAE. Prompts: "
                 f"'{tiny_data.PROMPT_FORM}', e.g. '{tiny_data.PROMPT_EXAMPLE}'. Sample with euler / simple / cfg 1."
             ),

@@ -26,7 +26,7 @@ import math
 import time
 from pathlib import Path
 
-from common import (FAMILIES, WEIGHTS, build_tiny_model, codec_for, conditioning, data, empty_latent, get_family,
+from common import (FAMILIES, SHIPPED_WEIGHTS, WEIGHTS, build_tiny_model, codec_for, conditioning, data, empty_latent, get_family,
                     set_training, training_latents, training_sigmas, velocity_loss)
 
 import numpy as np  # noqa: E402
@@ -155,7 +155,9 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=60.0, help="safety cap on training wall time")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads; results are deterministic for a given count (default: the family's)")
-    ap.add_argument("--out", type=Path, default=WEIGHTS)
+    ap.add_argument("--out", type=Path, default=WEIGHTS, help="training records (loss, samples, checkpoint)")
+    ap.add_argument("--weights-out", type=Path, default=SHIPPED_WEIGHTS,
+                    help="where <family>.safetensors goes (default: demo/weights, what load_tiny reads)")
     ap.add_argument("--samples", type=int, default=16)
     ap.add_argument("--checkpoint-every", type=int, default=50,
                     help="save a resumable checkpoint every this many steps (weights/<family>_ckpt/)")
@@ -241,7 +243,8 @@ def main() -> None:
             "uniform_sigma_share": str(fam.uniform_sigma_share), "cond_dropout": str(fam.cond_dropout),
             "cfg": str(fam.cfg)}
     state = {k: v.detach().to(torch.bfloat16).contiguous() for k, v in dm.state_dict().items()}
-    save_file(state, str(args.out / f"{args.family}.safetensors"), metadata=meta)
+    args.weights_out.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(args.weights_out / f"{args.family}.safetensors"), metadata=meta)
     (args.out / f"{args.family}_train.json").write_text(json.dumps({**meta, "losses": [round(x, 5) for x in losses]}))
     loss_curve_png(losses, args.out / f"{args.family}_loss.png", f"tiny {args.family}")
     # Sample with the bf16 weights as they are shipped.

@@ -1,0 +1,199 @@
+"""``load_tiny(family)``: the one way the demo, the tests and the benchmarks get a trained tiny model.
+
+Each family is ComfyUI's own model class at a tiny size (:mod:`.tiny_models`), trained on
+the procedural data set (:mod:`.tiny_data`) by ``benchmarks/tiny/train.py``; its bf16
+weights ship in ``demo/weights/<family>.safetensors`` with the architecture in their
+metadata. :class:`TinyModel` bundles what a KSampler needs around it: prompt encoding,
+the empty latent of the family's layout, the fixed decoder, the cfg it samples with,
+and its prompts by split (training, calibration, held out: three streams that never meet).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import tiny_data as data
+from .tiny_models import build_tiny_model
+
+WEIGHTS = Path(__file__).resolve().parent / "weights"
+SPLITS = ("train", "calibration", "heldout")
+CALIBRATION_STREAM = (424_242, 3, 3)  # a 3-part key: training batches use 2-part keys [seed, index]
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """How one architecture meets the data set: its config, and its latent's layout."""
+
+    name: str
+    arch: dict
+    frames: int | None  # None: image latent [B, 16, 32, 32]; else [B, 16, frames, h, w]
+    latent_hw: int  # latent height = width
+    # Share of training samples whose sigma is drawn uniformly in (0, 1) instead of through
+    # the model's shift (benchmarks/tiny/common.training_sigmas).
+    uniform_sigma_share: float = 0.25
+    train_steps: int = 4000  # train.py's defaults: the shipped weights' settings
+    train_threads: int = 2
+    train_batch: int = 12
+    cond_dropout: float = 0.1  # share of training samples shown the empty prompt (for cfg)
+    cfg: float = 3.0  # the cfg the models sample with
+
+    def latent_shape(self, batch: int = 1) -> tuple:
+        if self.frames is None:
+            return (batch, data.CHANNELS, self.latent_hw, self.latent_hw)
+        return (batch, data.CHANNELS, self.frames, self.latent_hw, self.latent_hw)
+
+
+# A tiny FLUX: 128 hidden, 4 heads of 32 (RoPE axes 8+12+12), 4 double + 4 single blocks.
+FLUX_ARCH = {"hidden_size": 128, "num_heads": 4, "axes_dim": [8, 12, 12], "depth": 4,
+             "depth_single_blocks": 4, "mlp_ratio": 2.0, "context_in_dim": data.CONTEXT_DIM}
+# A tiny Qwen-Image: 8 double-stream layers, 4 heads of 32 (RoPE axes 8+12+12).
+QWEN_ARCH = {"num_layers": 8, "attention_head_dim": 32, "num_attention_heads": 4,
+             "joint_attention_dim": data.CONTEXT_DIM, "axes_dims_rope": [8, 12, 12]}
+# A tiny HunyuanVideo: FLUX's sizes with 3-D patches (1x2x2) and RoPE over (t, h, w).
+HUNYUAN_ARCH = {**FLUX_ARCH, "theta": 256, "patch_size": [1, 2, 2]}
+
+FAMILIES = {
+    "flux": Family("flux", FLUX_ARCH, None, data.LATENT),
+    # Qwen-Image latents are 5-D with one frame (Wan 2.1 latent format).
+    "qwen_image": Family("qwen_image", QWEN_ARCH, 1, data.LATENT),
+    # 4 frames of 32x32 pixels: 4 x 8 x 8 = 256 tokens, as the image models. Its shift 7
+    # puts only 3.4% of shifted samples below sigma 0.2 (FLUX: 7%), so half the batch is
+    # drawn uniformly in sigma to teach it the last steps too.
+    "hunyuan_video": Family("hunyuan_video", HUNYUAN_ARCH, data.CLIP_FRAMES, data.LATENT // 2,
+                            uniform_sigma_share=0.5),
+}
+
+
+class TinyWeightsError(RuntimeError):
+    """A tiny model's weights file is missing or not what it should be; the message says how to get it."""
+
+
+def get_family(name: str) -> Family:
+    if name not in FAMILIES:
+        raise ValueError(f"unknown tiny family {name!r}; choose one of {', '.join(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def conditioning(fam: Family, prompts) -> list:
+    """ComfyUI CONDITIONING for a batch of prompts (``None``: the empty prompt, cfg's negative)."""
+    context = data.PromptEncoder().batch(list(prompts))
+    options = {}
+    if fam.name == "hunyuan_video":  # required by its BaseModel, unused with vec_in_dim=None
+        options["pooled_output"] = torch.zeros(context.shape[0], data.CONTEXT_DIM)
+    return [[context, options]]
+
+
+def empty_latent(fam: Family, batch: int = 1) -> dict:
+    return {"samples": torch.zeros(fam.latent_shape(batch))}
+
+
+def codec_for(model) -> data.PatchCodec:
+    """The fixed decoder, reading the KSampler's latents in ``model``'s own latent format."""
+    return data.PatchCodec(latent_format=model.model.latent_format)
+
+
+def weights_path(family: str) -> Path:
+    return WEIGHTS / f"{family}.safetensors"
+
+
+def _missing(path: Path, family: str) -> str:
+    return (f"the tiny {family} weights {path} are missing. They ship with the git checkout of ComfyUI-OTCache "
+            f"(demo/weights/); get them with a `git clone` of the repository into custom_nodes, or train them: "
+            f"`.venv/bin/python benchmarks/tiny/train.py --family {family}` (about an hour on 2 CPU cores).")
+
+
+_LOADED: dict[tuple, tuple] = {}
+_LOCK = threading.Lock()
+
+
+def load_weights(family: str = "flux", path: Path | str | None = None):
+    """A ComfyUI ModelPatcher of the trained tiny model (float32) and the file's metadata; cached per file version."""
+    get_family(family)
+    path = Path(path) if path is not None else weights_path(family)
+    if not path.is_file():
+        raise TinyWeightsError(_missing(path, family))
+    stat = path.stat()
+    stamp = (str(path), stat.st_size, stat.st_mtime_ns)
+    with _LOCK:
+        if stamp in _LOADED:
+            return _LOADED[stamp]
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        try:
+            with safe_open(str(path), "pt") as f:
+                meta = dict(f.metadata() or {})
+            state = {k: v.float() for k, v in load_file(str(path)).items()}
+        except Exception as error:
+            raise TinyWeightsError(f"cannot read {path} as safetensors: {error}") from error
+        if meta.get("family", family) != family:
+            raise TinyWeightsError(f"{path} holds a {meta['family']!r} model, not {family}")
+        if "arch" not in meta:
+            raise TinyWeightsError(f"{path} has no 'arch' metadata (the model's sizes as JSON), so the model cannot "
+                                   "be built; write it with benchmarks/tiny/train.py")
+        arch = json.loads(meta["arch"])
+        model = build_tiny_model(family, 0, **arch)
+        try:
+            model.model.diffusion_model.load_state_dict(state)
+        except RuntimeError as error:
+            raise TinyWeightsError(f"the weights in {path} do not fit the {family} built from its arch metadata "
+                                   f"{arch}: {error}") from error
+        _LOADED[stamp] = (model, meta)
+        return model, meta
+
+
+@dataclasses.dataclass
+class TinyModel:
+    """A trained tiny model with everything a KSampler needs around it."""
+
+    family: Family
+    model: object  # ModelPatcher
+    meta: dict
+    cfg: float
+
+    def encode(self, prompts: list[str]) -> list:
+        """CONDITIONING of prompt texts (``"<bg> background; <colour> <shape>, ..."``; ``""`` is the empty prompt)."""
+        parsed = [None if not text.strip() else data.parse_prompt(text) for text in prompts]
+        return conditioning(self.family, parsed)
+
+    def decode(self, latent) -> torch.Tensor:
+        """IMAGE ``[B, H, W, 3]`` in [0, 1] of a LATENT (or its samples); video frames one after another."""
+        samples = latent["samples"] if isinstance(latent, dict) else latent
+        return codec_for(self.model).decode(samples)
+
+    def empty_latent(self, batch: int = 1) -> dict:
+        return empty_latent(self.family, batch)
+
+    def prompts(self, split: str, n: int) -> list[str]:
+        """``n`` prompt texts of ``split``: ``train`` (the training stream's first batches), ``calibration``
+        or ``heldout`` (streams training never draws; held out is never used for calibration either)."""
+        return [p.text() for p in split_prompts(split, n)]
+
+
+def split_prompts(split: str, n: int) -> list[data.Prompt]:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+    if split == "heldout":
+        return data.held_out_prompts(n)
+    if split == "calibration":
+        rng = np.random.default_rng(list(CALIBRATION_STREAM))
+        return [data.random_prompt(rng) for _ in range(n)]
+    prompts: list[data.Prompt] = []
+    index = 0
+    while len(prompts) < n:  # the prompts of training batches 0, 1, ... (stream seed 0)
+        batch, _ = data.sample_batch(0, index, 12)
+        prompts += batch
+        index += 1
+    return prompts[:n]
+
+
+def load_tiny(family: str, path: Path | str | None = None) -> TinyModel:
+    """The trained tiny ``family`` (``flux``, ``qwen_image`` or ``hunyuan_video``) with its helpers."""
+    fam = get_family(family)
+    model, meta = load_weights(family, path)
+    return TinyModel(fam, model, meta, float(meta.get("cfg", 1.0)))
