@@ -10,6 +10,7 @@ lets several ComfyUI machines work on one study.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,8 @@ import comfy.samplers
 import comfy.utils
 import folder_paths
 
-from ..otcache_core.anchor import search, study_name_for
+from ..otcache_core.anchor import ATTR_SCHEDULE, search, study_name_for
+from ..otcache_core.budget_path import BudgetPath, build_path, graph_solutions_from_params, path_to_params
 from ..otcache_core.atomic import write_atomic
 from ..otcache_core.perceptual import ImageMetric, load_metric, subsample_frames
 from ..otcache_core.schedule import Schedule
@@ -109,10 +111,52 @@ def full_compute_references(setup: SamplingSetup, vae, seeds: list[int], cache_p
     return references
 
 
+class PathScores:
+    """Objective values measured while building the budget path, kept next to the study (resumable)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.values: dict[str, float] = {}
+        if path.is_file():
+            try:
+                self.values = {str(k): float(v) for k, v in json.loads(path.read_text()).items()}
+            except (ValueError, AttributeError):
+                log.warning("OTCache: ignoring unreadable budget-path scores %s", path)
+
+    def add(self, key: str, value: float) -> None:
+        self.values[key] = value
+        write_atomic(self.path, json.dumps(self.values, sort_keys=True))
+
+
+def measure_budget_path(objective: "Objective", reference: Schedule, anchor: Schedule, graph: dict, study,
+                        scores_path: Path, neighbour_evals: int, metric: str, node_id: str | None) -> BudgetPath:
+    """Knots at every budget from the anchor's to the reference's, scored by the anchor search's objective."""
+    cache = PathScores(scores_path)
+    known = {t.user_attrs[ATTR_SCHEDULE]: float(t.value) for t in study.trials
+             if t.value is not None and ATTR_SCHEDULE in t.user_attrs}
+    known.update(cache.values)
+    total = reference.budget - anchor.budget + 1
+    bar = comfy.utils.ProgressBar(total, node_id=node_id)
+
+    def scored(schedule: Schedule) -> float:
+        value = objective(schedule)
+        cache.add(str(schedule), value)
+        return value
+
+    def on_knot(knot, done, count):
+        bar.update_absolute(done, count)
+        send_node_text(node_id, f"budget path: knot {done}/{count}, K={knot.budget}: {knot.objective:.4g} "
+                                f"({knot.origin})")
+
+    return build_path(scored, reference, anchor, graph, neighbour_evals=neighbour_evals, known=known, metric=metric,
+                      on_knot=on_knot)
+
+
 def run_anchor_search(model, vae, positive, negative, latent_image: dict, seed: int, seeds: int, sampler_name: str,
                       scheduler: str, steps: int, cfg: float, reference: Schedule, budget: int = 0, trials: int = 30,
                       storage: str = "", reuse: str = "auto", metric: str = "lpips", knots: int = 5,
-                      node_id: str | None = None, lpips_factory=None):
+                      node_id: str | None = None, lpips_factory=None, budget_path: str = "measure",
+                      neighbour_evals: int = 4):
     """The node's work, callable from Python: returns (anchor, comparison IMAGE, trials IMAGE, summary text)."""
     if not isinstance(reference, Schedule):
         raise ValueError("reference must be an OTCache schedule (from a preset, the Reference node or text)")
@@ -144,10 +188,25 @@ def run_anchor_search(model, vae, positive, negative, latent_image: dict, seed: 
         send_node_text(node_id, f"trial {len(values)}/{trials}: {value:.4g} ({schedule})\n"
                                 f"best so far {best_value:.4g}: {best_schedule}")
 
+    # The graph search's solutions travel in an OTCache Reference's params (at its own N).
+    graph = graph_solutions_from_params(reference.params) if reference.steps == steps else {}
+    extra = [("graph", graph[budget])] if budget in graph else []
     anchor, study = search(objective, steps, budget, reference=reference_n, trials=trials, seed=seed, storage=url,
                            study_name=name, knots=knots, on_trial=on_trial,
-                           should_stop=comfy.model_management.processing_interrupted)
+                           should_stop=comfy.model_management.processing_interrupted, extra_seeds=extra)
     comfy.model_management.throw_exception_if_processing_interrupted()
+    path = None
+    if budget_path == "measure":
+        evaluations_before = objective.evaluations
+        path = measure_budget_path(objective, reference_n, anchor.with_metadata(params={}, metrics={}), graph, study,
+                                   studies_dir() / f"{name}.path.json", neighbour_evals, image_metric.name, node_id)
+        lowest = path.knots[0]
+        if lowest.objective < anchor.metrics["objective"]:  # hill climbing improved the anchor itself
+            anchor = lowest.schedule.with_metadata(source="anchor", params=anchor.params, metrics={
+                **anchor.metrics, "objective": lowest.objective, "refined_by": lowest.origin})
+        anchor = anchor.with_metadata(params={**anchor.params, "path": path_to_params(path)}, metrics={
+            **anchor.metrics, "path_evaluations": objective.evaluations - evaluations_before,
+            "path_scored": path.scored})
     anchor = anchor.with_metadata(
         model=reference.model, sampler=sampler_name, scheduler=scheduler,
         metrics={**anchor.metrics, "metric": image_metric.name, "metric_note": image_metric.note,
@@ -169,6 +228,10 @@ def run_anchor_search(model, vae, positive, negative, latent_image: dict, seed: 
              f"{image_metric.name} {anchor.metrics['objective']:.4g} vs full compute, mean of {len(seed_list)} seed(s)",
              f"trials {anchor.metrics['trials']} (objective called {anchor.metrics['objective_calls']}x this run), "
              f"{objective.sampling_runs} sampling runs, study {name}"]
+    if path is not None:
+        lines.append(f"budget path: {len(path.knots)} knots K={path.knots[0].budget}..{path.knots[-1].budget}, "
+                     f"{path.scored} new schedules scored ({anchor.metrics['path_evaluations']} evaluations)")
+        lines += [f"  {k.budget:>3} ({path.steps / k.budget:.2f}x) {k.objective:.4g} {k.origin}" for k in path.knots]
     if image_metric.note:
         lines.append(f"NOTE: {image_metric.note}")
     return anchor, row, plot, "\n".join(lines)
@@ -212,6 +275,14 @@ class OTCacheAnchorSearch(io.ComfyNode):
                 io.Combo.Input("metric", options=["lpips", "ssim"], default="lpips", advanced=True, tooltip=(
                     "lpips: LPIPS (AlexNet), as in the paper; falls back to 1 - SSIM, and says so, when its weights "
                     "cannot be loaded. ssim: 1 - SSIM directly.")),
+                io.Combo.Input("budget_path", options=["measure", "off"], default="measure", advanced=True, tooltip=(
+                    "measure: after the search, score a knot at every budget between the anchor and the reference "
+                    "(the better of the OT-interpolated schedule and the graph search's, then a few one-step moves), "
+                    "so every slider position is measured, and the slider draws the curve. About (K_r - K_a) x 6 "
+                    "samplings per seed. off: the slider interpolates reference and anchor only.")),
+                io.Int.Input("neighbour_evals", default=4, min=0, max=64, advanced=True, tooltip=(
+                    "Per knot, how many one-step neighbours of the best candidate may be scored (hill climbing); "
+                    "0 = only the interpolated and the graph schedule.")),
             ],
             outputs=[
                 OTSchedule.Output(display_name="anchor", tooltip="The best schedule found; its LPIPS is in its metrics."),
@@ -223,11 +294,13 @@ class OTCacheAnchorSearch(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, vae, positive, negative, latent_image, seed, seeds, sampler_name, scheduler, steps, cfg,
-                reference, budget=0, trials=30, storage="", reuse="auto", metric="lpips") -> io.NodeOutput:
+                reference, budget=0, trials=30, storage="", reuse="auto", metric="lpips", budget_path="measure",
+                neighbour_evals=4) -> io.NodeOutput:
         node_id = cls.hidden.unique_id if cls.hidden is not None else None
         anchor, comparison, plot, text = run_anchor_search(
             model, vae, positive, negative, latent_image, seed, seeds, sampler_name, scheduler, steps, cfg, reference,
-            budget=budget, trials=trials, storage=storage or "", reuse=reuse, metric=metric, node_id=node_id)
+            budget=budget, trials=trials, storage=storage or "", reuse=reuse, metric=metric, node_id=node_id,
+            budget_path=budget_path, neighbour_evals=neighbour_evals)
         log.info("OTCache anchor search: %s", text.replace("\n", "; "))
         send_node_text(node_id, text)
         return io.NodeOutput(anchor, comparison, plot, ui={"text": [text], "otcache_schedule": [anchor.to_dict()]})

@@ -23,7 +23,8 @@ import comfy.utils
 from comfy_api.latest import io
 
 from ..otcache_core.edge_costs import EDGE_COSTS, ERROR_METRIC, CostMatrix, min_budget, window_costs
-from ..otcache_core.graph import OBJECTIVES, GraphSearchError, best_path, path_costs
+from ..otcache_core.budget_path import graph_solutions_to_params
+from ..otcache_core.graph import OBJECTIVES, GraphSearchError, all_graph_solutions, best_path, path_costs
 from ..otcache_core.schedule import Schedule
 from .cache_runtime import REUSE_MODES, resolve_reuse
 from .calibration import (
@@ -235,6 +236,7 @@ def build_reference(model, positive, negative, latent_image: dict, seed: int, se
     }
     if edge_cost == "local":
         params["preview"] = True
+    params["graph_solutions"] = graph_solutions_to_params(all_graph_solutions(costs, objective))
     schedule = Schedule(steps, compute, model=family, sampler=sampler_name, scheduler=scheduler,
                         source="reference", params=params, metrics=metrics)
     text = _summary(schedule, edge_cost, objective, matrix, stats, errors, uniform_errors, measured_evals, path)

@@ -184,6 +184,9 @@ def preview(payload: Any) -> dict[str, Any]:
     )
     if "note" in params:
         answer["note"] = params["note"]
+    if "path" in params:
+        answer["path"] = params["path"]
+    answer["curve"] = (output.ui.get("otcache_curve") or [None])[0]
     return answer
 
 

@@ -23,6 +23,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..otcache_core.atomic import write_atomic
+from ..otcache_core.budget_path import path_for, path_schedule
 from ..otcache_core.interpolate import MAPPINGS, budget_for_speedup, budget_range, interpolate
 from ..otcache_core.presets import list_presets, load_preset
 from ..otcache_core.schedule import COMPACT_FORM_HINT, MAX_TEXT_CHARS, Schedule, ScheduleError, clip
@@ -209,6 +210,28 @@ def _with_text_hint(error: ScheduleError) -> ScheduleError:
 # ---------------------------------------------------------------- Budget Slider
 
 
+def curve_payload(path, budget: int) -> dict:
+    """What the frontend draws under the slider: objective per measured budget, and where the slider is."""
+    return {"metric": path.metric, "steps": path.steps, "budget": budget, "points": path.curve()}
+
+
+def _on_path(path, plain: Schedule, budget: int) -> Schedule:
+    """The measured path's schedule at ``budget`` (same metadata as the plain OT one, params saying which)."""
+    knot = path.knot_at(budget)
+    if knot is not None:
+        how = f"measured knot at K={budget}: {path.metric} {knot.objective:.4g} ({knot.origin})"
+    elif budget > path.knots[-1].budget:
+        how = f"OT from full compute to the measured knot at K={path.knots[-1].budget}"
+    else:
+        lower = max(k.budget for k in path.knots if k.budget < budget)
+        upper = min(k.budget for k in path.knots if k.budget > budget)
+        how = f"OT between the measured knots at K={lower} and K={upper}"
+    params = {key: plain.params[key] for key in ("mapping", "reference", "anchor", "note") if key in plain.params}
+    params.update(path=how, segment="measured path", **({"objective": knot.objective} if knot else {}))
+    return path_schedule(path, budget, model=plain.model, sampler=plain.sampler, scheduler=plain.scheduler,
+                         source="interpolated", params=params)
+
+
 class OTCacheBudgetSlider(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -256,13 +279,24 @@ class OTCacheBudgetSlider(io.ComfyNode):
             )
         budget = budget_for_speedup(n, min(max(float(speedup), 1.0), max_speedup))
         schedule = interpolate(reference, anchor, budget, mapping=mapping, steps=n_wanted)
+        path = path_for(reference, anchor, n)
+        if path is not None:
+            schedule = _on_path(path, schedule, budget)
         schedule = schedule.with_metadata(params={**schedule.params, "requested_speedup": float(speedup)})
         params = schedule.params
-        segment = "full -> reference" if params["segment"] == "full-reference" else "reference -> anchor"
-        lines = [describe(schedule), f"lambda = {params['lambda']:.3f} ({segment}, {params['mapping']})"]
+        if "path" in params:
+            lines = [describe(schedule), params["path"]]
+        else:
+            segment = "full -> reference" if params["segment"] == "full-reference" else "reference -> anchor"
+            lines = [describe(schedule), f"lambda = {params['lambda']:.3f} ({segment}, {params['mapping']})"]
+            if anchor.params.get("path") is not None:
+                lines.append("the anchor's measured path is not used: it was measured for another reference or "
+                             f"step count (set steps to {anchor.steps} and connect the reference it was searched with)")
         if "note" in params:
             lines.append(f"note: {params['note']}")
-        return io.NodeOutput(schedule, ui=show(cls, schedule, "\n".join(lines)))
+        ui = show(cls, schedule, "\n".join(lines))
+        ui["otcache_curve"] = [curve_payload(path, budget)] if path is not None else []
+        return io.NodeOutput(schedule, ui=ui)
 
 
 # ---------------------------------------------------------------- presets

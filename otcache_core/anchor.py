@@ -256,7 +256,7 @@ def _open_storage(storage):
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     return optuna.storages.RDBStorage(
                         storage, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=HEARTBEAT_GRACE_S,
-                        heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
+                        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
                     )
             except Exception as error:  # sqlalchemy IntegrityError / ProgrammingError on the race
                 if attempt + 1 == STORAGE_OPEN_ATTEMPTS or "already exists" not in str(error):
@@ -347,9 +347,13 @@ def _best(study: optuna.Study) -> tuple[optuna.trial.FrozenTrial | None, int, in
     return best, complete, calls
 
 
-def _seed_trials(reference: Schedule | None, budget: int, steps: int, knots: int) -> list[tuple[str, Schedule, list[float]]]:
+def _seed_trials(reference: Schedule | None, budget: int, steps: int, knots: int,
+                 extra: Sequence[tuple[str, Schedule]] = ()) -> list[tuple[str, Schedule, list[float]]]:
     """(label, exact schedule, params) of the seeds, in order, without repeated schedules."""
     seeds: list[tuple[str, Schedule, list[float]]] = []
+    for label, schedule in extra:  # e.g. the graph search's own solution at this budget
+        if schedule.steps == steps and schedule.budget == budget:
+            seeds.append((label, schedule, increments_from_warp(warp(schedule), knots)))
     if reference is not None:
         ref_warp = warp(reference)
         ref_params = increments_from_warp(ref_warp, knots)
@@ -402,6 +406,7 @@ def search(
     knots: int = DEFAULT_KNOTS,
     on_trial: OnTrial | None = None,
     should_stop: Callable[[], bool] | None = None,
+    extra_seeds: Sequence[tuple[str, Schedule]] = (),
 ) -> tuple[Schedule, optuna.Study]:
     """Search the anchor schedule of ``budget`` computed steps out of ``steps``.
 
@@ -416,6 +421,8 @@ def search(
     Returns the best schedule found (``source="anchor"``; metrics ``objective``,
     ``trials`` (COMPLETE trials in the study), ``objective_calls`` (real calls in this
     call), ``objective_calls_total`` (in the study), ``best_trial``; params ``knots``,
+    (``extra_seeds``: more ``(label, schedule)`` seed trials, e.g. the graph search's solution
+    at this budget, measured first like the others)
     ``seed``, ``study_name``, ``increments`` (the best trial's parameters) and, when the
     best trial is a seed trial, ``seed_trial`` (its label; its schedule is the exact seed,
     which the increments only approximate)) and the Optuna study. Raises
@@ -444,7 +451,7 @@ def search(
         t.user_attrs.get(ATTR_SEED_SCHEDULE)
         for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     }
-    for label, schedule, params in _seed_trials(reference, budget, steps, knots):
+    for label, schedule, params in _seed_trials(reference, budget, steps, knots, extra_seeds):
         key = str(schedule)
         if key in measured or key in waiting:
             continue

@@ -1,0 +1,160 @@
+"""The budget path: knots no worse than the OT and graph schedules, piecewise OT between them, the slider uses it."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import folder_paths
+
+from comfyui_otcache.demo.tiny_models import LatentRGBDecoder, build_tiny_model, tiny_latent
+from comfyui_otcache.nodes.anchor_search import Objective, run_anchor_search
+from comfyui_otcache.nodes.calibration import SamplingSetup
+from comfyui_otcache.nodes.reference import build_reference
+from comfyui_otcache.nodes.schedule_nodes import OTCacheBudgetSlider
+from comfyui_otcache.otcache_core.budget_path import (build_path, graph_solutions_from_params, neighbours,
+                                                       path_for, path_from_params, path_schedule, path_to_params)
+from comfyui_otcache.otcache_core.graph import all_graph_solutions, best_path
+from comfyui_otcache.otcache_core.interpolate import interpolate
+from comfyui_otcache.otcache_core.perceptual import load_metric
+from comfyui_otcache.otcache_core.schedule import Schedule
+from sampling import conditioning_pair
+
+N = 20
+
+
+def synthetic_costs(n: int = N) -> np.ndarray:
+    """Edge i -> j costs (j - i - 1)^2 weighted towards the start: the graph front-loads."""
+    costs = np.full((n, n), np.inf)
+    for i in range(n - 1):
+        for j in range(i + 1, min(n, i + 8)):
+            costs[i, j] = (j - i - 1) ** 2 * (2.0 - i / n)
+    return costs
+
+
+def synthetic_objective(schedule: Schedule) -> float:
+    """A smooth end-to-end stand-in: gaps hurt more early, and long gaps grow faster than additive."""
+    gaps = np.diff(schedule.compute) - 1
+    starts = np.asarray(schedule.compute[:-1]) / schedule.steps
+    return float(np.sum(gaps ** 2.5 * (1.5 - starts)))
+
+
+def test_neighbours_move_one_inner_step_by_one():
+    schedule = Schedule.parse("10:0,2,3,6,9")
+    moved = {str(s) for s in neighbours(schedule)}
+    assert moved == {"10:0,1,3,6,9", "10:0,2,4,6,9", "10:0,2,3,5,9", "10:0,2,3,7,9"}
+    assert all(s.budget == schedule.budget for s in neighbours(schedule))
+
+
+def test_every_knot_beats_the_ot_and_graph_schedules_on_the_objective():
+    costs = synthetic_costs()
+    graph = all_graph_solutions(costs, "sum")
+    reference = graph[10]
+    anchor = Schedule.uniform(N, 4)
+    calls = []
+
+    def objective(schedule):
+        calls.append(str(schedule))
+        return synthetic_objective(schedule)
+
+    path = build_path(objective, reference, anchor, graph, neighbour_evals=6, metric="synthetic")
+    assert [k.budget for k in path.knots] == list(range(4, 11))
+    assert len(calls) == len(set(calls)) == path.scored  # each schedule scored once
+    for knot in path.knots:
+        assert knot.objective == pytest.approx(synthetic_objective(knot.schedule))
+        assert knot.objective <= synthetic_objective(graph[knot.budget]) + 1e-12
+        if 4 < knot.budget < 10:
+            assert knot.objective <= synthetic_objective(interpolate(reference, anchor, knot.budget)) + 1e-12
+
+    # Exact at knots, the right budget between and above them.
+    for knot in path.knots:
+        assert path_schedule(path, knot.budget) == knot.schedule
+    for budget in range(11, N + 1):
+        assert path_schedule(path, budget).budget == budget
+    assert path_schedule(path, N).is_full
+    with pytest.raises(ValueError, match="out of range"):
+        path_schedule(path, 3)
+
+    # It travels inside a schedule's params and comes back only for its own reference.
+    params = path_to_params(path)
+    again = path_from_params({"path": params}, reference)
+    assert [(k.budget, k.schedule, k.objective) for k in again.knots] == [(k.budget, k.schedule, k.objective)
+                                                                          for k in path.knots]
+    assert path_from_params({"path": params}, Schedule.uniform(N, 10)) is None
+    assert path_from_params({"path": {**params, "knots": [[5, "20:0,19", 0.1, "x"]]}}, reference) is None
+
+
+def test_hill_climbing_walks_to_a_better_neighbour_within_its_allowance():
+    target = Schedule.parse("12:0,3,6,11")
+    start = Schedule.parse("12:0,1,4,11")
+
+    def distance(schedule):
+        return float(sum(abs(a - b) for a, b in zip(schedule.compute, target.compute)))
+
+    from comfyui_otcache.otcache_core.budget_path import _Scores, best_at_budget
+
+    knot = best_at_budget(_Scores(distance), [("interpolated", start)], neighbour_evals=50)
+    assert knot.schedule == target and knot.origin == "interpolated+neighbours" and knot.objective == 0
+    capped = best_at_budget(_Scores(distance), [("interpolated", start)], neighbour_evals=1)
+    assert capped.objective < distance(start) and capped.schedule != target  # one move allowed, one made
+
+
+def test_known_scores_cost_nothing():
+    graph = all_graph_solutions(synthetic_costs(), "sum")
+    reference, anchor = graph[10], Schedule.uniform(N, 4)
+    first = build_path(synthetic_objective, reference, anchor, graph)
+    known = {str(k.schedule): k.objective for k in first.knots}
+    known.update({str(s): synthetic_objective(s) for s in graph.values()})
+
+    def refuse(schedule):
+        if str(schedule) not in known:
+            return synthetic_objective(schedule)
+        raise AssertionError(f"{schedule} was scored again")
+
+    build_path(refuse, reference, anchor, graph, known=known)
+
+
+@pytest.fixture
+def user_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(folder_paths, "get_user_directory", lambda: str(tmp_path))
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_on_a_tiny_model_every_knot_scores_no_worse_than_graph_and_ot(user_dir):
+    """Reference (with its graph solutions) -> Anchor Search (with the path) -> Budget Slider, on a tiny FLUX."""
+    steps = 10
+    model = build_tiny_model("flux", seed=0, scale=0.5)
+    positive, negative = conditioning_pair("flux", separate=False)
+    common = dict(positive=positive, negative=negative, latent_image=tiny_latent("flux"), seed=0, seeds=1,
+                  sampler_name="euler", scheduler="simple", steps=steps, cfg=1.0)
+    ref = build_reference(model, budget=6, max_skip=5, measure=False, **common)
+    graph = graph_solutions_from_params(ref.schedule.params)
+    assert graph[6] == ref.schedule and set(graph) >= set(range(3, 11))
+    for k, g in graph.items():
+        assert g.compute == best_path(ref.costs, k, "minimax")
+
+    vae = LatentRGBDecoder(16)
+    anchor, _, _, text = run_anchor_search(model, vae, reference=ref.schedule, budget=3, trials=4, metric="ssim",
+                                           neighbour_evals=3, **common)
+    path = path_from_params(anchor.params, ref.schedule)
+    assert path is not None and [k.budget for k in path.knots] == [3, 4, 5, 6] and "budget path" in text
+
+    # Score the graph and OT schedules with the same objective, independently of the search.
+    sampling = SamplingSetup(model, positive, negative, tiny_latent("flux"), "euler", "simple", steps, 1.0)
+    objective = Objective(sampling, vae, [0], "block", load_metric("ssim"), {})
+    objective.references = {0: objective.images(0, None)}
+    for knot in path.knots:
+        assert knot.objective == pytest.approx(objective(knot.schedule), abs=1e-6)
+        assert knot.objective <= objective(graph[knot.budget]) + 1e-6
+        if 3 < knot.budget < 6:
+            assert knot.objective <= objective(interpolate(ref.schedule, anchor, knot.budget)) + 1e-6
+    assert anchor == path.knots[0].schedule and anchor.metrics["objective"] == pytest.approx(path.knots[0].objective)
+
+    # The slider lands on the knots and shows the curve.
+    assert path_for(ref.schedule, anchor) is not None
+    for knot in path.knots:
+        out = OTCacheBudgetSlider.execute(reference=ref.schedule, anchor=anchor, speedup=steps / knot.budget)
+        assert out.args[0] == knot.schedule and "measured knot" in out.args[0].params["path"]
+        assert [p["budget"] for p in out.ui["otcache_curve"][0]["points"]] == [3, 4, 5, 6]
+    plain = OTCacheBudgetSlider.execute(reference=ref.schedule, anchor=anchor.with_metadata(params={}), speedup=2.5)
+    assert plain.ui["otcache_curve"] == [] and "lambda" in plain.args[0].params
