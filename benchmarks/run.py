@@ -70,30 +70,30 @@ from host import import_comfy, import_pack  # noqa: E402
 import_comfy()
 import_pack()
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
 import comfy.model_management  # noqa: E402
 import comfy.patcher_extension  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from comfy_extras.nodes_easycache import EasyCacheNode  # noqa: E402
+from targets import TINY_FAMILIES, BenchError, BenchTarget, make_targets, prompt_seeds  # noqa: E402
 
 from comfyui_otcache.nodes.anchor_search import Objective, decode_frames  # noqa: E402
 from comfyui_otcache.nodes.cache_runtime import resolve_reuse  # noqa: E402
 from comfyui_otcache.nodes.calibration import SamplingSetup, calibrate  # noqa: E402
 from comfyui_otcache.otcache_core import anchor as anchor_search  # noqa: E402
 from comfyui_otcache.otcache_core.atomic import write_atomic  # noqa: E402
-from comfyui_otcache.otcache_core.edge_costs import (  # noqa: E402
-    CostMatrix, edge_evaluations, error, window_costs, window_edges)
-from comfyui_otcache.otcache_core.graph import GraphSearchError, best_path  # noqa: E402
 from comfyui_otcache.otcache_core.budget_path import build_path, path_schedule  # noqa: E402
-from comfyui_otcache.otcache_core.graph import all_graph_solutions  # noqa: E402
+from comfyui_otcache.otcache_core.edge_costs import CostMatrix, edge_evaluations, error, window_costs, window_edges  # noqa: E402
+from comfyui_otcache.otcache_core.graph import (  # noqa: E402
+    GraphSearchError,
+    all_graph_solutions,  # noqa: E402
+    best_path,
+)
 from comfyui_otcache.otcache_core.interpolate import budget_for_speedup, interpolate  # noqa: E402
 from comfyui_otcache.otcache_core.perceptual import load_metric, ssim, subsample_frames  # noqa: E402
 from comfyui_otcache.otcache_core.presets import list_presets  # noqa: E402
 from comfyui_otcache.otcache_core.schedule import Schedule  # noqa: E402
 from comfyui_otcache.otcache_core.warp import resample  # noqa: E402
-
-from targets import TINY_FAMILIES, BenchError, BenchTarget, make_targets, prompt_seeds  # noqa: E402
 
 FORMAT = "otcache.benchmark.comparison"
 VERSION = 1
@@ -849,8 +849,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     tiny = ap.add_argument_group("tiny models")
     tiny.add_argument("--random-weights", action="store_true",
                       help="untrained tiny models (seeded): smoke runs only, the numbers mean nothing")
-    tiny.add_argument("--tiny-weights-dir", type=Path, default=HERE / "tiny" / "weights",
-                      help="folder of <family>.safetensors (default benchmarks/tiny/weights)")
+    tiny.add_argument("--tiny-weights-dir", type=Path, default=REPO / "demo" / "weights",
+                      help="folder of <family>.safetensors (default demo/weights, what load_tiny reads)")
     tiny.add_argument("--tiny-latent", type=int, help="latent height = width override (smoke runs) [profile: none]")
     real = ap.add_argument_group("real checkpoints (all of --diffusion-model, --text-encoder, --vae, --prompts)")
     real.add_argument("--diffusion-model", help="diffusion model file (as UNETLoader loads it)")

@@ -201,9 +201,8 @@ def check_real_files(args) -> dict[str, Any]:
 
 
 def _empty_latent(clip_type: str, width: int, height: int, frames: int | None) -> dict:
-    import torch
-
     import comfy.model_management
+    import torch
 
     device = comfy.model_management.intermediate_device()
     if clip_type == "hunyuan_video":  # EmptyHunyuanLatentVideo
@@ -218,12 +217,11 @@ def real_target(args, cal_count: int, eval_count: int) -> BenchTarget:
     files = check_real_files(args)
     cal, evaluation = read_prompts(files["prompts"], cal_count, eval_count)
 
-    import torch
-
     import comfy.sd
     import comfy.utils
     import folder_paths
     import node_helpers
+    import torch
 
     model_options = {}  # UNETLoader's weight_dtype
     if args.weight_dtype in ("fp8_e4m3fn", "fp8_e4m3fn_fast"):

@@ -10,11 +10,10 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import torch
-
 import comfy.model_management
 import comfy.model_patcher
 import comfy.supported_models
+import torch
 
 
 @dataclasses.dataclass(frozen=True)

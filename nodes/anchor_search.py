@@ -15,18 +15,17 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import torch
-from comfy_api.latest import io
-from safetensors.torch import load_file, save
-
 import comfy.model_management
 import comfy.samplers
 import comfy.utils
 import folder_paths
+import torch
+from comfy_api.latest import io
+from safetensors.torch import load_file, save
 
 from ..otcache_core.anchor import ATTR_SCHEDULE, search, study_name_for
-from ..otcache_core.budget_path import BudgetPath, build_path, graph_solutions_from_params, path_to_params
 from ..otcache_core.atomic import write_atomic
+from ..otcache_core.budget_path import BudgetPath, build_path, graph_solutions_from_params, path_to_params
 from ..otcache_core.perceptual import ImageMetric, load_metric, subsample_frames
 from ..otcache_core.schedule import Schedule
 from ..otcache_core.warp import resample, schedule_from_warp, warp
@@ -264,9 +263,11 @@ class OTCacheAnchorSearch(io.ComfyNode):
                                tooltip="The scheduler you will use."),
                 io.Int.Input("steps", default=28, min=2, max=1000, tooltip="The step count you will sample with."),
                 io.Float.Input("cfg", default=3.5, min=0.0, max=100.0, step=0.1, round=0.01, tooltip="CFG as in your KSampler."),
-                OTSchedule.Input("reference", tooltip="The reference schedule (Reference node or a preset); enqueued as the first candidate."),
+                OTSchedule.Input("reference", tooltip=("The reference schedule (Reference node or a "
+                                                       "preset); enqueued as the first candidate.")),
                 io.Int.Input("budget", default=0, min=0, max=1000, tooltip="Computed steps of the anchor; 0 = about steps/7."),
-                io.Int.Input("trials", default=30, min=1, max=1000, tooltip="Completed trials the study should reach; repeated schedules cost nothing."),
+                io.Int.Input("trials", default=30, min=1, max=1000, tooltip=("Completed trials the study should reach; "
+                                                                             "repeated schedules cost nothing.")),
                 io.String.Input("storage", default="", optional=True, tooltip=(
                     "Optuna storage URL. Empty: an SQLite file in ComfyUI's user directory. A PostgreSQL URL "
                     "(postgresql://user@host/db) lets several ComfyUI machines work on one study.")),
@@ -286,7 +287,8 @@ class OTCacheAnchorSearch(io.ComfyNode):
             ],
             outputs=[
                 OTSchedule.Output(display_name="anchor", tooltip="The best schedule found; its LPIPS is in its metrics."),
-                io.Image.Output(display_name="comparison", tooltip="Full compute, the reference's warp at the anchor budget, and the anchor, for the first seed."),
+                io.Image.Output(display_name="comparison", tooltip=("Full compute, the reference's warp at the anchor "
+                                                                    "budget, and the anchor, for the first seed.")),
                 io.Image.Output(display_name="trials", tooltip="Objective per trial and the best so far."),
             ],
             hidden=[io.Hidden.unique_id],

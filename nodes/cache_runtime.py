@@ -30,9 +30,8 @@ import logging
 import time
 from typing import Any, Callable
 
-import torch
-
 import comfy.patcher_extension
+import torch
 from comfy.model_patcher import ModelPatcher, create_model_options_clone
 
 from ..otcache_core.schedule import Schedule

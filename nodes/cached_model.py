@@ -21,7 +21,8 @@ class OTCacheCachedModel(io.ComfyNode):
             ),
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model to speed up. It is cloned; the input stays unchanged."),
-                OTSchedule.Input("schedule", tooltip="Which steps run the transformer: from OTCache Budget Slider, Reference, Anchor Search or a preset."),
+                OTSchedule.Input("schedule", tooltip=("Which steps run the transformer: from OTCache Budget "
+                                                      "Slider, Reference, Anchor Search or a preset.")),
                 io.Combo.Input("reuse", options=list(REUSE_MODES), default="auto", tooltip=(
                     "What a skipped step reuses. block: the transformer blocks' residual, embeddings and final "
                     "layer still run (FLUX, Qwen-Image, HunyuanVideo). output: the last computed model output "

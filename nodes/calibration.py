@@ -40,12 +40,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import torch
-
 import comfy.model_management
 import comfy.sample
 import comfy.samplers
 import folder_paths
+import torch
 
 from ..otcache_core.atomic import write_atomic
 from ..otcache_core.edge_costs import CostMatrix, EdgeCostError, edge_evaluations, error, local_edge_costs

@@ -18,7 +18,6 @@ import hashlib
 from pathlib import Path
 
 import torch
-
 from comfy_api.latest import io
 
 from ..demo import tiny_data
@@ -45,12 +44,14 @@ class OTCacheDemoModel(io.ComfyNode):
             category=DEMO_CATEGORY,
             description=(
                 "A tiny real ComfyUI diffusion model (seeded random weights) with text conditioning and an "
-                "empty latent and a fixed latent-to-RGB decoder, so an OTCache graph runs without any download. Its images are noise-like: use "
+                "empty latent and a fixed latent-to-RGB decoder, so an OTCache graph runs "
+                "without any download. Its images are noise-like: use "
                 "it to try the nodes and check call counts, not to judge quality."
             ),
             inputs=[
                 io.Combo.Input("family", options=list(FAMILIES), default="flux",
-                               tooltip="Which ComfyUI model class to build: flux, qwen_image, hunyuan_video, or wan21 (a family the block cache does not know)."),
+                               tooltip=("Which ComfyUI model class to build: flux, qwen_image, hunyuan_video, "
+                                        "or wan21 (a family the block cache does not know).")),
                 io.Int.Input("weight_seed", default=0, min=0, max=2**31 - 1, tooltip="Seed for the model's random weights."),
                 io.String.Input("positive", default="a red circle on a blue background", multiline=True,
                                 tooltip="Text hashed into the positive embedding."),
@@ -64,7 +65,8 @@ class OTCacheDemoModel(io.ComfyNode):
                 io.Conditioning.Output(display_name="positive", tooltip="Embedding of the positive text."),
                 io.Conditioning.Output(display_name="negative", tooltip="Embedding of the negative text."),
                 io.Latent.Output(display_name="LATENT", tooltip="An empty latent of the model's layout."),
-                io.Vae.Output(display_name="VAE", tooltip="A fixed latent-to-RGB decoder (8x upscale) for VAEDecode and the anchor search."),
+                io.Vae.Output(display_name="VAE", tooltip=("A fixed latent-to-RGB decoder (8x upscale) for "
+                                                           "VAEDecode and the anchor search.")),
             ],
         )
 
@@ -169,8 +171,10 @@ class OTCacheTinyFlux(io.ComfyNode):
                 io.Model.Output(display_name="MODEL", tooltip="The trained tiny FLUX (float32)."),
                 io.Conditioning.Output(display_name="positive", tooltip="The prompt's embedding (8 tokens x 32)."),
                 io.Conditioning.Output(display_name="negative", tooltip="The negative prompt's embedding."),
-                io.Latent.Output(display_name="LATENT", tooltip="An empty latent, 16 x 32 x 32 (64 x 64 pixels), the size the model was trained at."),
-                io.Vae.Output(display_name="VAE", tooltip="The model's fixed linear decoder (each latent pixel is a 2x2 RGB patch), for VAEDecode and the anchor search."),
+                io.Latent.Output(display_name="LATENT", tooltip=("An empty latent, 16 x 32 x 32 (64 x 64 pixels), "
+                                                                 "the size the model was trained at.")),
+                io.Vae.Output(display_name="VAE", tooltip=("The model's fixed linear decoder (each latent pixel is a 2x2 "
+                                                           "RGB patch), for VAEDecode and the anchor search.")),
             ],
         )
 

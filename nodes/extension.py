@@ -12,9 +12,9 @@ from .reference import OTCacheReference
 from .routes import register_routes
 from .schedule_nodes import (
     OTCacheBudgetSlider,
-    OTCacheSchedulePreset,
     OTCacheScheduleFromText,
     OTCacheScheduleLoad,
+    OTCacheSchedulePreset,
     OTCacheScheduleSave,
 )
 

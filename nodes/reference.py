@@ -15,21 +15,26 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-import torch
-
 import comfy.samplers
 import comfy.utils
+import numpy as np
+import torch
 from comfy_api.latest import io
 
-from ..otcache_core.edge_costs import EDGE_COSTS, ERROR_METRIC, CostMatrix, min_budget, window_costs
 from ..otcache_core.budget_path import graph_solutions_to_params
+from ..otcache_core.edge_costs import EDGE_COSTS, ERROR_METRIC, CostMatrix, min_budget, window_costs
 from ..otcache_core.graph import OBJECTIVES, GraphSearchError, all_graph_solutions, best_path, path_costs
 from ..otcache_core.schedule import Schedule
 from .cache_runtime import REUSE_MODES, resolve_reuse
 from .calibration import (
-    CalibrationStats, SamplingSetup, calibrate, calibration_key, calibration_path, check_uncached,
-    load_or_new, measure_schedule,
+    CalibrationStats,
+    SamplingSetup,
+    calibrate,
+    calibration_key,
+    calibration_path,
+    check_uncached,
+    load_or_new,
+    measure_schedule,
 )
 from .types import CATEGORY, OTSchedule
 from .ui_text import send_node_text
@@ -292,7 +297,8 @@ class OTCacheReference(io.ComfyNode):
                 io.Conditioning.Input("negative", tooltip="The negative prompt (unused at cfg 1)."),
                 io.Latent.Input("latent_image", tooltip="The latent to sample, as for a KSampler (sets the resolution)."),
                 io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=False,
-                             tooltip="First calibration seed; the calibration uses seed, seed+1, ... (fixed: a new seed means a new calibration)."),
+                             tooltip=("First calibration seed; the calibration uses seed, seed+1, ... "
+                                      "(fixed: a new seed means a new calibration).")),
                 io.Int.Input("seeds", default=DEFAULT_SEEDS, min=1, max=64,
                              tooltip="Number of calibration seeds. Costs are averaged over them; the sampling cost grows linearly."),
                 io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default="euler",

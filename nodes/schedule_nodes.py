@@ -27,8 +27,8 @@ from ..otcache_core.budget_path import path_for, path_schedule
 from ..otcache_core.interpolate import MAPPINGS, budget_for_speedup, budget_range, interpolate
 from ..otcache_core.presets import list_presets, load_preset
 from ..otcache_core.schedule import COMPACT_FORM_HINT, MAX_TEXT_CHARS, Schedule, ScheduleError, clip
-from .ui_text import send_node_text
 from .types import CATEGORY, OTSchedule
+from .ui_text import send_node_text
 
 log = logging.getLogger(__name__)
 
@@ -246,8 +246,10 @@ class OTCacheBudgetSlider(io.ComfyNode):
                 "The node shows the schedule, its budget K of N steps, the predicted speedup N/K and lambda."
             ),
             inputs=[
-                OTSchedule.Input("reference", tooltip="The careful schedule at a conservative budget (a preset, a loaded file or OTCache Reference)."),
-                OTSchedule.Input("anchor", tooltip="The schedule at an extreme budget, with fewer computed steps than the reference. Its speedup is the slider's maximum."),
+                OTSchedule.Input("reference", tooltip=("The careful schedule at a conservative budget (a "
+                                                       "preset, a loaded file or OTCache Reference).")),
+                OTSchedule.Input("anchor", tooltip=("The schedule at an extreme budget, with fewer computed steps than "
+                                                    "the reference. Its speedup is the slider's maximum.")),
                 io.Float.Input("speedup", default=2.0, min=1.0, max=MAX_SPEEDUP_WIDGET, step=0.01, round=0.01,
                                display_mode=io.NumberDisplay.slider, tooltip=(
                     "Ideal speedup N/K of the transformer calls: 1.0 computes every step, the anchor's speedup "

@@ -76,6 +76,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .schedule import Schedule
+
 OBJECTIVES = ("minimax", "sum")
 
 
@@ -142,13 +144,11 @@ def feasible_budgets(costs: np.ndarray) -> tuple[int, int]:
     return min(counts), max(counts)
 
 
-def all_graph_solutions(costs: np.ndarray, objective: str = "minimax") -> dict[int, "Schedule"]:
+def all_graph_solutions(costs: np.ndarray, objective: str = "minimax") -> dict[int, Schedule]:
     """The graph search's schedule at every feasible budget: what the slider's budget path starts from.
 
     One matrix, one solve per budget (milliseconds each at N = 50).
     """
-    from .schedule import Schedule
-
     low, high = feasible_budgets(costs)
     n = np.asarray(costs).shape[0]
     solutions = {}

@@ -68,7 +68,8 @@ def run(cmd: list[str], what: str) -> None:
         if "no space left" in low:
             hint = "\nThe disk is full: free some space (the venv needs about 7 GB) and run again."
         elif any(s in low for s in ("connection", "network", "name resolution", "could not find a version")):
-            hint = "\nThe package registry could not be reached or does not serve this version; check the network / pip configuration and run again."
+            hint = ("\nThe package registry could not be reached or does not serve this "
+                    "version; check the network / pip configuration and run again.")
         raise SetupError(f"{what} failed (exit {proc.returncode}).\n{tail}{hint}")
 
 

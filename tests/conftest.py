@@ -31,6 +31,14 @@ def comfy_server(tmp_path_factory):
         server.stop()
 
 
+@pytest.fixture
+def object_info(comfy_server) -> dict:
+    """The running server's /object_info (node schemas)."""
+    from test_example_workflows import _object_info
+
+    return _object_info(comfy_server.url)
+
+
 @pytest.fixture(params=["flux", "qwen_image", "hunyuan_video"])
 def dit_family(request):
     return request.param

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import contextlib
 
-import torch
-
 import comfy.sample
+import torch
 
 from comfyui_otcache.demo.tiny_models import tiny_conditioning, tiny_latent
 

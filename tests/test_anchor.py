@@ -16,8 +16,9 @@ from optuna.trial import TrialState
 
 from comfyui_otcache.otcache_core.anchor import (
     ATTR_MEASURED,
+    ATTR_RETRY_OF,
     ATTR_SCHEDULE,
-    ATTR_RETRY_OF, ATTR_SEED,
+    ATTR_SEED,
     HEARTBEAT_INTERVAL_S,
     AnchorSearchError,
     _seed_trials,
@@ -317,7 +318,8 @@ def test_resume_after_a_hard_kill(tmp_path, kill_at):
     [
         (dict(budget=1), "anchor budget must be at least 2"),
         (dict(budget=29), "anchor budget 29 is larger than the 28 steps"),
-        (dict(reference=Schedule.uniform(N, 4)), "reference budget 4 .* must be larger than the anchor budget 4: the anchor is the extreme"),
+        (dict(reference=Schedule.uniform(N, 4)), ("reference budget 4 .* must be larger than the anchor "
+                                                  "budget 4: the anchor is the extreme")),
         (dict(reference=Schedule.uniform(56, 6)), r"reference budget 3 \(at 28 steps\)"),
         (dict(trials=0), "trials must be at least 1"),
         (dict(knots=0), "knots must be at least 1"),

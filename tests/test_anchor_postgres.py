@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import optuna
-
 from host import REPO_ROOT
 
 WORKER = r"""

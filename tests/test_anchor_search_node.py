@@ -1,16 +1,15 @@
 """OTCache Anchor Search node on a tiny FLUX: end-to-end objective, seeds, resume, outputs, errors."""
 from __future__ import annotations
 
+import folder_paths
 import lpips
 import pytest
+from sampling import conditioning_pair
 
-import folder_paths
-
-from comfyui_otcache.nodes.anchor_search import OTCacheAnchorSearch, run_anchor_search
 from comfyui_otcache.demo.tiny_models import LatentRGBDecoder, build_tiny_model, tiny_latent
+from comfyui_otcache.nodes.anchor_search import OTCacheAnchorSearch, run_anchor_search
 from comfyui_otcache.otcache_core.schedule import Schedule
 from comfyui_otcache.otcache_core.warp import schedule_from_warp, warp
-from sampling import conditioning_pair
 
 STEPS = 8
 REFERENCE = Schedule.parse("8:0,1,2,3,5,7", source="reference")

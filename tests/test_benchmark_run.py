@@ -190,10 +190,9 @@ def test_missing_checkpoint_files_fail_clearly(tmp_path, capsys):
 
 def test_real_checkpoint_target_is_built_with_comfyuis_loaders(tmp_path, monkeypatch):
     """The real-checkpoint glue, with ComfyUI's loader functions stubbed (no weights here)."""
-    import torch
-
     import comfy.sd
     import comfy.utils
+    import torch
 
     run = _load_script()
     targets = sys.modules["targets"]

@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from host import REPO_ROOT
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]

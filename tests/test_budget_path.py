@@ -1,23 +1,29 @@
 """The budget path: knots no worse than the OT and graph schedules, piecewise OT between them, the slider uses it."""
 from __future__ import annotations
 
+import folder_paths
 import numpy as np
 import pytest
-
-import folder_paths
+from sampling import conditioning_pair
 
 from comfyui_otcache.demo.tiny_models import LatentRGBDecoder, build_tiny_model, tiny_latent
 from comfyui_otcache.nodes.anchor_search import Objective, run_anchor_search
 from comfyui_otcache.nodes.calibration import SamplingSetup
 from comfyui_otcache.nodes.reference import build_reference
 from comfyui_otcache.nodes.schedule_nodes import OTCacheBudgetSlider
-from comfyui_otcache.otcache_core.budget_path import (build_path, graph_solutions_from_params, neighbours,
-                                                       path_for, path_from_params, path_schedule, path_to_params)
+from comfyui_otcache.otcache_core.budget_path import (
+    build_path,
+    graph_solutions_from_params,
+    neighbours,
+    path_for,
+    path_from_params,
+    path_schedule,
+    path_to_params,
+)
 from comfyui_otcache.otcache_core.graph import all_graph_solutions, best_path
 from comfyui_otcache.otcache_core.interpolate import interpolate
 from comfyui_otcache.otcache_core.perceptual import load_metric
 from comfyui_otcache.otcache_core.schedule import Schedule
-from sampling import conditioning_pair
 
 N = 20
 

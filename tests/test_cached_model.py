@@ -3,19 +3,22 @@ from __future__ import annotations
 
 import gc
 
-import pytest
-import torch
-
 import comfy.patcher_extension
 import comfy.samplers
+import pytest
+import torch
+from sampling import count_block_stack_calls, evaluations, sample
 
+from comfyui_otcache.demo.tiny_models import build_tiny_model
 from comfyui_otcache.nodes.cache_runtime import (
-    STATE_KEY, CacheState, OTCacheRuntimeError, apply_otcache, resolve_reuse,
+    STATE_KEY,
+    CacheState,
+    OTCacheRuntimeError,
+    apply_otcache,
+    resolve_reuse,
 )
 from comfyui_otcache.nodes.cached_model import OTCacheCachedModel
-from comfyui_otcache.demo.tiny_models import build_tiny_model
 from comfyui_otcache.otcache_core.schedule import Schedule
-from sampling import count_block_stack_calls, evaluations, sample
 
 STEPS = 8
 SCHEDULE = Schedule.parse("8:0,1,3,7")  # K = 4 of N = 8
@@ -106,9 +109,10 @@ def reference_euler(model, family, schedule: Schedule, reuse: str, seed: int = 0
     steps; a skipped step uses v_c (``output``) or x_i + (v_c - x_c) (``residual``) from the
     last computed step c.
     """
-    from sampling import conditioning_pair
-    from comfyui_otcache.demo.tiny_models import tiny_latent
     import comfy.sample
+    from sampling import conditioning_pair
+
+    from comfyui_otcache.demo.tiny_models import tiny_latent
 
     latent = tiny_latent(family)["samples"]
     noise = comfy.sample.prepare_noise(latent, seed)
@@ -233,9 +237,9 @@ def test_run_stats_are_shown_on_the_node_when_a_server_runs(models, monkeypatch)
 def test_custom_sigmas_follow_the_schedule_by_sigma(models):
     import comfy.sample
     import comfy.samplers
+    from sampling import conditioning_pair
 
     from comfyui_otcache.demo.tiny_models import tiny_latent
-    from sampling import conditioning_pair
 
     model = models("flux")
     sigmas = torch.tensor([1.0, 0.97, 0.9, 0.8, 0.62, 0.45, 0.3, 0.12, 0.0])  # 8 hand-made steps

@@ -1,19 +1,18 @@
 """The Cached Model inside a real graph: LoRAs, torch.compile, other patches and wrappers."""
 from __future__ import annotations
 
-import pytest
-import torch
-from safetensors.torch import save_file
-
 import comfy.patcher_extension
 import folder_paths
 import nodes as comfy_nodes
+import pytest
+import torch
 from comfy_api.torch_helpers import set_torch_compile_wrapper
-
-from comfyui_otcache.nodes.cache_runtime import apply_otcache
-from comfyui_otcache.demo.tiny_models import build_tiny_model
-from comfyui_otcache.otcache_core.schedule import Schedule
+from safetensors.torch import save_file
 from sampling import count_block_stack_calls, sample
+
+from comfyui_otcache.demo.tiny_models import build_tiny_model
+from comfyui_otcache.nodes.cache_runtime import apply_otcache
+from comfyui_otcache.otcache_core.schedule import Schedule
 
 STEPS = 8
 SCHEDULE = Schedule.parse("8:0,1,3,7")

@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import logging
 
+import comfy.patcher_extension
 import pytest
 import torch
-
-import comfy.patcher_extension
+from sampling import count_block_stack_calls, sample
 
 from comfyui_otcache.demo.tiny_models import build_tiny_model
 from comfyui_otcache.nodes.cache_runtime import apply_otcache, block_layout
 from comfyui_otcache.otcache_core.schedule import Schedule
-from sampling import count_block_stack_calls, sample
 
 STEPS = 8
 SCHEDULE = Schedule.parse("8:0,1,3,7")

@@ -21,21 +21,20 @@ import re
 import subprocess
 import sys
 
-import numpy as np
-import pytest
-import torch
-
 import comfy.model_base
 import comfy.sample
 import nodes as comfy_nodes
-
-from comfyui_otcache.nodes import demo
-from comfyui_otcache.demo import tiny_data
-from comfyui_otcache.nodes.demo import OTCacheTinyFlux, TinyFluxDecoder, TinyFluxWeightsError, load_tiny_flux
-from comfyui_otcache.demo.tiny_data import Prompt, PromptSyntaxError, parse_prompt
+import numpy as np
+import pytest
+import torch
 from comfy_server import free_port
 from host import REPO_ROOT
-from test_example_workflows import FOLDER, _link_source, load, object_info, to_api_prompt, widgets  # noqa: F401
+from test_example_workflows import FOLDER, _link_source, load, to_api_prompt, widgets  # noqa: F401
+
+from comfyui_otcache.demo import tiny_data
+from comfyui_otcache.demo.tiny_data import Prompt, PromptSyntaxError, parse_prompt
+from comfyui_otcache.nodes import demo
+from comfyui_otcache.nodes.demo import OTCacheTinyFlux, TinyFluxDecoder, TinyFluxWeightsError, load_tiny_flux
 
 WORKFLOW = "tiny-flux-trained-demo"
 SCRIPT = REPO_ROOT / "scripts" / "demo"

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -45,8 +44,9 @@ CHILD = textwrap.dedent("""
 
 
 def setup_in_process():
-    from comfyui_otcache.demo.tiny_models import build_tiny_model, tiny_latent
     from sampling import conditioning_pair
+
+    from comfyui_otcache.demo.tiny_models import build_tiny_model, tiny_latent
 
     positive, negative = conditioning_pair("flux", separate=False)
     return cal.SamplingSetup(build_tiny_model("flux", seed=0, scale=0.5), positive, negative, tiny_latent("flux"),

@@ -10,7 +10,13 @@ import torch
 
 from comfyui_otcache.otcache_core import edge_costs
 from comfyui_otcache.otcache_core.edge_costs import (
-    CostMatrix, EdgeCostError, error, local_edge_costs, min_budget, window_costs, window_edges,
+    CostMatrix,
+    EdgeCostError,
+    error,
+    local_edge_costs,
+    min_budget,
+    window_costs,
+    window_edges,
 )
 from comfyui_otcache.otcache_core.graph import best_path, feasible_budgets
 

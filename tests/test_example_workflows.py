@@ -17,7 +17,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import pytest
-
 from host import REPO_ROOT
 
 FOLDER = REPO_ROOT / "example_workflows"
@@ -170,7 +169,8 @@ def check_workflow(workflow: dict, info: dict) -> list[str]:
                 if origin_slot >= len(outputs):
                     problems.append(f"{label}: link {link[0]} from output {origin_slot} of {origin['type']}, which has {len(outputs)}")
                 elif outputs[origin_slot] != types[slot["name"]] or link_type != outputs[origin_slot]:
-                    problems.append(f"{label}: input {slot['name']} ({types[slot['name']]}) is fed {outputs[origin_slot]} (link says {link_type})")
+                    problems.append((f"{label}: input {slot['name']} ({types[slot['name']]}) is fed "
+                                     f"{outputs[origin_slot]} (link says {link_type})"))
         widget_names = {s[0] for s in specs}
         for name in entry["input"].get("required", {}):
             if name not in widget_names and name not in linked:
@@ -207,11 +207,6 @@ def _object_info(url: str) -> dict:
 
     with urllib.request.urlopen(url + "/object_info", timeout=60) as response:
         return json.loads(response.read())
-
-
-@pytest.fixture
-def object_info(comfy_server) -> dict:
-    return _object_info(comfy_server.url)
 
 
 # ---------------------------------------------------------------- files only

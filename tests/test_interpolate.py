@@ -284,7 +284,8 @@ def test_resampling_to_very_few_steps_may_merge_the_budgets():
          r"budget 9 is out of range: with reference budget 26 and anchor budget 10 at 50 steps, "
          r"choose a budget in \[10, 50\] \(speedup 1.00x to 5.00x\)"),
         (lambda: interpolate(FLUX_REF, FLUX_ANCHOR, 51), r"budget 51 is out of range: .*choose a budget in \[10, 50\]"),
-        (lambda: interpolate(FLUX_REF, FLUX_ANCHOR, 30, steps=28), r"budget 30 is out of range: with reference budget 15 and anchor budget 6 at 28 steps"),
+        (lambda: interpolate(FLUX_REF, FLUX_ANCHOR, 30, steps=28), (r"budget 30 is out of range: with reference budget "
+                                                                     r"15 and anchor budget 6 at 28 steps")),
         (lambda: interpolate(FLUX_ANCHOR, FLUX_REF, 20),
          r"the anchor's budget \(26 of 50 steps\) must be below the reference's \(10\); swap them"),
         (lambda: interpolate(FLUX_REF, FLUX_REF, 20), r"the anchor's budget \(26 of 50 steps\) must be below the reference's \(26\)"),

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import asyncio
+
 import tomllib
+from host import REPO_ROOT
 
 import comfyui_otcache
-from host import REPO_ROOT
 
 EXPECTED_NODES = {"OTCacheCachedModel", "OTCacheDemoModel", "OTCacheBudgetSlider", "OTCacheSchedulePreset",
                   "OTCacheScheduleFromText", "OTCacheScheduleLoad", "OTCacheScheduleSave", "OTCacheReference",

@@ -131,12 +131,14 @@ def test_an_empty_or_missing_folder_has_no_presets(tmp_path):
         ("{oops", r"preset file bad.json cannot be read"),
         ("[]", r"preset file bad.json must hold a JSON object"),
         (json.dumps({"format": "other"}), r"preset file bad.json: format is 'other', expected 'otcache.presets' or 'otcache.schedule'"),
-        (json.dumps({"format": "otcache.presets", "version": 2, "presets": []}), r"preset file bad.json: presets version 2 is not supported"),
+        (json.dumps({"format": "otcache.presets", "version": 2, "presets": []}), (r"preset file bad.json: presets version "
+                                                                                   r"2 is not supported")),
         (json.dumps({"format": "otcache.presets", "version": 1, "presets": {}}), r"preset file bad.json: 'presets' must be a list"),
         (json.dumps(_collection("m", [{"steps": 5}])), r"preset file bad.json: every preset entry needs a string 'name'"),
         (json.dumps(_collection("m", [{"name": "a", "steps": 5, "budget": 3, "schedule": Schedule(5, [0, 4]).to_dict()}])),
          r"preset file bad.json: preset a: 'budget' is 3 but its schedule has 2"),
-        (json.dumps(_collection("m", [{"name": "a", "steps": 5, "budget": 2, "schedule": {"format": "otcache.schedule", "version": 1, "steps": 5, "compute": [0, 5]}}])),
+        (json.dumps(_collection("m", [{"name": "a", "steps": 5, "budget": 2, "schedule": {
+            "format": "otcache.schedule", "version": 1, "steps": 5, "compute": [0, 5]}}])),
          r"preset file bad.json: step 5 is out of range for 5 steps"),
     ],
 )

@@ -3,21 +3,20 @@ from __future__ import annotations
 
 import random
 
+import comfy.model_management
+import folder_paths
 import numpy as np
 import pytest
 import torch
+from sampling import conditioning_pair, count_block_stack_calls
 
-import comfy.model_management
-import folder_paths
-
+from comfyui_otcache.demo.tiny_models import build_tiny_model, tiny_latent
 from comfyui_otcache.nodes import calibration as cal
 from comfyui_otcache.nodes.cache_runtime import apply_otcache
 from comfyui_otcache.nodes.reference import OTCacheReference, build_reference, cost_heatmap, heatmap_shape
-from comfyui_otcache.demo.tiny_models import build_tiny_model, tiny_latent
 from comfyui_otcache.otcache_core.edge_costs import CostMatrix, edge_evaluations, error, window_edges
 from comfyui_otcache.otcache_core.graph import GraphSearchError
 from comfyui_otcache.otcache_core.schedule import Schedule
-from sampling import conditioning_pair, count_block_stack_calls
 
 N, W, K, SEEDS = 10, 4, 5, 2
 

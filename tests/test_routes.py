@@ -8,8 +8,7 @@ import urllib.request
 
 import pytest
 
-from comfyui_otcache.nodes import routes
-from comfyui_otcache.nodes import schedule_nodes
+from comfyui_otcache.nodes import routes, schedule_nodes
 from comfyui_otcache.otcache_core.schedule import Schedule
 
 REFERENCE = {"preset": "lemica-flux1-dev-50-26"}
@@ -29,9 +28,11 @@ def node_schedule(speedup, steps=0, mapping="linear"):
     ).args[0]
 
 
-@pytest.mark.parametrize("speedup,steps,mapping", [(1.0, 0, "linear"), (2.5, 0, "linear"), (3.3, 0, "log"), (5.0, 0, "linear"), (2.0, 10, "linear"), (3.0, 28, "log")])
+@pytest.mark.parametrize("speedup,steps,mapping", [(1.0, 0, "linear"), (2.5, 0, "linear"), (3.3, 0, "log"), (5.0, 0, "linear"),
+                                                   (2.0, 10, "linear"), (3.0, 28, "log")])
 def test_preview_is_exactly_what_the_node_outputs(speedup, steps, mapping):
-    status, body = answer(routes.preview, {"reference": REFERENCE, "anchor": ANCHOR_TEXT, "speedup": speedup, "steps": steps, "mapping": mapping})
+    status, body = answer(routes.preview, {"reference": REFERENCE, "anchor": ANCHOR_TEXT, "speedup": speedup, "steps": steps,
+                                           "mapping": mapping})
     assert status == 200, body
     expected = node_schedule(speedup, steps, mapping)
     assert body["schedule"] == str(expected)
@@ -47,7 +48,8 @@ def test_preview_is_exactly_what_the_node_outputs(speedup, steps, mapping):
 def test_preview_accepts_every_source_form():
     anchor = Schedule.parse(ANCHOR_TEXT)
     forms = [ANCHOR_TEXT, {"text": ANCHOR_TEXT}, {"preset": "lemica-flux1-dev-50-10"}, anchor.to_dict(), anchor.to_json()]
-    answers = {json.dumps(answer(routes.preview, {"reference": REFERENCE, "anchor": form, "speedup": 3.0})[1], sort_keys=True) for form in forms}
+    answers = {json.dumps(answer(routes.preview, {"reference": REFERENCE, "anchor": form, "speedup": 3.0})[1], sort_keys=True)
+               for form in forms}
     assert len(answers) == 1
 
 
@@ -66,7 +68,8 @@ def test_single_schedule_for_preset_and_text_nodes():
         ({"reference": ANCHOR_TEXT, "anchor": REFERENCE, "speedup": 2.0}, "must be below the reference's"),
         ({"reference": REFERENCE, "anchor": "50:0,1,3", "speedup": 2.0}, "anchor: a schedule must compute step 49"),
         ({"reference": REFERENCE, "anchor": "fifty:0", "speedup": 2.0}, "is not a whole number"),
-        ({"reference": {"preset": "lemica-flux-dev-50-26"}, "anchor": ANCHOR_TEXT, "speedup": 2.0}, "unknown preset 'lemica-flux-dev-50-26'; did you mean"),
+        ({"reference": {"preset": "lemica-flux-dev-50-26"}, "anchor": ANCHOR_TEXT, "speedup": 2.0},
+         "unknown preset 'lemica-flux-dev-50-26'; did you mean"),
         ({"reference": REFERENCE, "anchor": ANCHOR_TEXT, "speedup": "fast"}, "speedup must be a finite number"),
         ({"reference": REFERENCE, "anchor": ANCHOR_TEXT, "speedup": True}, "speedup must be a finite number"),
         ({"reference": REFERENCE, "anchor": ANCHOR_TEXT, "speedup": 0.5}, "out of range"),

@@ -8,9 +8,9 @@ import pickle
 
 import numpy as np
 import pytest
-from strategies import schedules
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import schedules
 
 from comfyui_otcache.otcache_core.schedule import (
     FORMAT,

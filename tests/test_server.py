@@ -4,7 +4,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from test_pack_loading import registered_nodes
 
 pytestmark = pytest.mark.server

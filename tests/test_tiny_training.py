@@ -8,12 +8,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks" / "tiny"))
 
-import common  # noqa: E402
-from common import data  # noqa: E402  (demo/tiny_data.py)
-
-import pytest  # noqa: E402
-
 import comfy.model_management  # noqa: E402
+import common  # noqa: E402
+import pytest  # noqa: E402
+from common import data  # noqa: E402  (demo/tiny_data.py)
 
 
 def test_batches_are_deterministic_and_differ_by_index():

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from strategies import schedules
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import schedules
 
 from comfyui_otcache.otcache_core.schedule import Schedule, ScheduleError
 from comfyui_otcache.otcache_core.warp import (

@@ -28,6 +28,9 @@ const TEXT = "OTCacheScheduleFromText";
 const PRESET = "OTCacheSchedulePreset";
 const STRIP_WIDGET = "otcache_strip";
 const STRIP_HEIGHT = 50;
+const ANCHOR = "OTCacheAnchorSearch";
+const CURVE_WIDGET = "otcache_curve";
+const CURVE_HEIGHT = 84;
 const LAST_RUN_PROPERTY = "otcache_last_run";
 const COLORS = {
   computed: "#5fb760",
@@ -36,6 +39,9 @@ const COLORS = {
   text: "#d8d8d8",
   dim: "#9a9a9a",
   error: "#ff7b72",
+  curve: "#4fc3f7",
+  marker: "#ffb74d",
+  axis: "#5a5a5a",
 };
 
 const stats = { previewRequests: 0, scheduleRequests: 0, errors: 0, inFlight: 0 };
@@ -99,6 +105,7 @@ function redraw(node) {
   node.setDirtyCanvas?.(true, true);
   // Nodes 2.0 (Vue) draws canvas widgets into their own small canvas, on request.
   node.widgets?.find((w) => w.name === STRIP_WIDGET)?.triggerDraw?.();
+  node.widgets?.find((w) => w.name === CURVE_WIDGET)?.triggerDraw?.();
 }
 
 function setError(node, message, origin = "preview") {
@@ -222,6 +229,97 @@ function addStripWidget(node) {
   if (size && node.size && node.size[1] < size[1]) node.setSize([Math.max(node.size[0], size[0]), size[1]]);
 }
 
+// The measured quality-versus-speed curve of a budget path (Anchor Search and Budget Slider):
+// the objective at every knot against its speedup N/K, and where the slider is.
+function curveFromSchedule(schedule) {
+  const path = schedule?.params?.path;
+  if (!path || !Array.isArray(path.knots) || !path.knots.length) return null;
+  return {
+    metric: path.metric,
+    steps: schedule.steps,
+    budget: null,
+    points: path.knots.map(([budget, , objective, origin]) => ({ budget, speedup: schedule.steps / budget, objective, origin })),
+  };
+}
+
+function drawCurve(ctx, node, width, y) {
+  const curve = node.otcache?.curve ?? null;
+  const margin = 12;
+  const inner = Math.max(10, width - 2 * margin);
+  ctx.save();
+  ctx.font = "10px sans-serif";
+  ctx.textBaseline = "top";
+  ctx.textAlign = "left";
+  if (!curve?.points?.length) {
+    ctx.fillStyle = COLORS.dim;
+    const hint = node.comfyClass === SLIDER
+      ? "no measured curve: plain OT (run Anchor Search with budget_path = measure)"
+      : "no measured curve yet: run the search";
+    ctx.fillText(fitText(ctx, hint, inner), margin, y + 4);
+    ctx.restore();
+    return;
+  }
+  const pts = [...curve.points].sort((a, b) => a.speedup - b.speedup);
+  const top = y + 16;
+  const height = CURVE_HEIGHT - 30;
+  const xs = pts.map((p) => p.speedup);
+  const lo = Math.min(...xs), hi = Math.max(...xs);
+  const ymax = Math.max(...pts.map((p) => p.objective), 1e-12);
+  const px = (speedup) => margin + (hi > lo ? ((speedup - lo) / (hi - lo)) * inner : inner / 2);
+  const py = (value) => top + height - (value / ymax) * height;
+  const current = curve.budget ? pts.find((p) => p.budget === curve.budget) : null;
+  ctx.fillStyle = COLORS.text;
+  const label = `${curve.metric || "objective"} vs speedup, measured at ${pts.length} budgets` +
+    (current ? `  ·  here ${current.objective.toPrecision(3)}` : "");
+  ctx.fillText(fitText(ctx, label, inner), margin, y + 2);
+  ctx.strokeStyle = COLORS.axis;
+  ctx.lineWidth = 1;
+  ctx.strokeRect(margin + 0.5, top + 0.5, inner - 1, height);
+  ctx.strokeStyle = COLORS.curve;
+  ctx.lineWidth = 2;
+  ctx.beginPath();
+  pts.forEach((p, i) => (i ? ctx.lineTo(px(p.speedup), py(p.objective)) : ctx.moveTo(px(p.speedup), py(p.objective))));
+  ctx.stroke();
+  ctx.fillStyle = COLORS.curve;
+  for (const p of pts) ctx.fillRect(px(p.speedup) - 2, py(p.objective) - 2, 4, 4);
+  if (curve.budget) {
+    const speedup = curve.steps / curve.budget;
+    if (speedup >= lo - 1e-9 && speedup <= hi + 1e-9) {
+      ctx.strokeStyle = COLORS.marker;
+      ctx.beginPath();
+      ctx.moveTo(px(speedup) + 0.5, top);
+      ctx.lineTo(px(speedup) + 0.5, top + height);
+      ctx.stroke();
+    }
+  }
+  ctx.fillStyle = COLORS.dim;
+  ctx.fillText(`${lo.toFixed(2)}×`, margin + 2, top + height + 2);
+  ctx.textAlign = "right";
+  ctx.fillText(`${hi.toFixed(2)}×`, margin + inner - 2, top + height + 2);
+  ctx.restore();
+}
+
+function addCurveWidget(node) {
+  if (node.comfyClass !== SLIDER && node.comfyClass !== ANCHOR) return;
+  if (node.widgets?.some((w) => w.name === CURVE_WIDGET)) return;
+  const widget = node.addCustomWidget({
+    name: CURVE_WIDGET,
+    type: CURVE_WIDGET,
+    value: "",
+    serialize: false,
+    options: { serialize: false },
+    draw(ctx, drawNode, width, y) {
+      drawCurve(ctx, drawNode, width, y);
+    },
+    computeSize(width) {
+      return [width ?? 200, CURVE_HEIGHT];
+    },
+  });
+  if (widget) widget.serialize = false;
+  const size = node.computeSize?.();
+  if (size && node.size && node.size[1] < size[1]) node.setSize([Math.max(node.size[0], size[0]), size[1]]);
+}
+
 // ------------------------------------------------------------------ sources and previews
 
 function widgetOf(node, name) {
@@ -260,6 +358,9 @@ function sourceOf(node) {
     const value = widgetOf(node, "text")?.value;
     if (typeof value === "string") return { text: value };
   }
+  // An anchor with a measured path: the whole schedule, so the slider's preview follows the path.
+  const saved = node?.properties?.[LAST_RUN_PROPERTY]?.json;
+  if (saved && saved.format === "otcache.schedule") return saved;
   const compact = lastRunCompact(node);
   return compact ? compact : null;
 }
@@ -332,6 +433,8 @@ async function previewSlider(node) {
       text: data.text,
     })
   );
+  ensure(node).curve = data.curve ?? null;
+  redraw(node);
 }
 
 async function previewSingle(node) {
@@ -411,6 +514,7 @@ function restoreLastRun(node) {
   const saved = parseCompact(node.properties?.[LAST_RUN_PROPERTY]?.schedule);
   if (saved) {
     own.state = stateFromParts(saved.steps, saved.compute, { origin: "last run" });
+    own.curve = own.curve ?? curveFromSchedule(node.properties[LAST_RUN_PROPERTY].json);
     redraw(node);
   }
 }
@@ -432,6 +536,9 @@ function onScheduleExecuted(node, output) {
       saved.anchor = params.anchor;
     }
   }
+  const curve = output?.otcache_curve?.[0] ?? curveFromSchedule(schedule);
+  if (curveFromSchedule(schedule)) saved.json = schedule; // travels with the workflow, path included
+  ensure(node).curve = curve ?? null;
   node.properties = node.properties ?? {};
   node.properties[LAST_RUN_PROPERTY] = saved;
   setState(node, stateFromParts(schedule.steps, schedule.compute, extra));
@@ -570,6 +677,7 @@ app.registerExtension({
       this.__otcacheScheduleNode = true;
       ensure(this);
       addStripWidget(this);
+      addCurveWidget(this);
       watchWidgets(this);
       return result;
     };
@@ -625,6 +733,10 @@ window.OTCacheUI = {
   stateOf(nodeOrId) {
     const node = typeof nodeOrId === "object" ? nodeOrId : app.graph.getNodeById(nodeOrId);
     return node?.otcache?.state ?? null;
+  },
+  curveOf(nodeOrId) {
+    const node = typeof nodeOrId === "object" ? nodeOrId : app.graph.getNodeById(nodeOrId);
+    return node?.otcache?.curve ?? null;
   },
   busy() {
     return stats.inFlight > 0 || !!scheduledAll;

@@ -26,9 +26,8 @@ import json
 import math
 from pathlib import Path
 
-from common import HERE
-
 import numpy as np  # noqa: E402
+from common import HERE
 
 from comfyui_otcache.otcache_core.atomic import write_atomic  # noqa: E402
 from comfyui_otcache.otcache_core.graph import best_path  # noqa: E402

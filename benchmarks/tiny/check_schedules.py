@@ -25,10 +25,10 @@ import json
 import time
 from pathlib import Path
 
-from common import FAMILIES, HERE, codec_for, conditioning, data, empty_latent, get_family, load_trained
-
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from acceptance import PUBLISHED, w1_steps  # noqa: E402
+from common import FAMILIES, HERE, codec_for, conditioning, data, empty_latent, get_family, load_trained
 
 from comfyui_otcache.nodes.calibration import SamplingSetup, calibrate  # noqa: E402
 from comfyui_otcache.otcache_core.edge_costs import CostMatrix  # noqa: E402
@@ -37,8 +37,6 @@ from comfyui_otcache.otcache_core.perceptual import ssim  # noqa: E402
 from comfyui_otcache.otcache_core.presets import load_preset  # noqa: E402
 from comfyui_otcache.otcache_core.schedule import Schedule  # noqa: E402
 from comfyui_otcache.otcache_core.warp import resample  # noqa: E402
-
-from acceptance import PUBLISHED, w1_steps  # noqa: E402
 
 MODES = ("block", "residual", "output")
 

@@ -14,16 +14,11 @@ from host import import_comfy, import_pack  # noqa: E402
 import_comfy()
 import_pack()
 
+import comfy.model_management  # noqa: E402
 import torch  # noqa: E402
 
-import comfy.model_management  # noqa: E402
-
-from comfyui_otcache.demo.tiny_models import build_tiny_model  # noqa: E402
-
 from comfyui_otcache.demo import tiny_data as data  # noqa: E402
-
-from comfyui_otcache.demo.tiny import (FAMILIES, Family, codec_for, conditioning, empty_latent,  # noqa: E402,F401
-                                       get_family, load_weights)
+from comfyui_otcache.demo.tiny import FAMILIES, Family, codec_for, conditioning, empty_latent, get_family, load_weights  # noqa: E402,F401
 from comfyui_otcache.demo.tiny import WEIGHTS as SHIPPED_WEIGHTS  # noqa: E402,F401
 
 WEIGHTS = HERE / "weights"  # training records: loss curves, sample grids, per-step losses

@@ -26,15 +26,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from common import HERE, data, get_family, training_latents
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
 import comfy.model_sampling  # noqa: E402
 import comfy.samplers  # noqa: E402
-
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from acceptance import PUBLISHED, w1_steps  # noqa: E402
+from common import HERE, data, get_family, training_latents
 
 from comfyui_otcache.demo.tiny_models import build_tiny_model  # noqa: E402
 from comfyui_otcache.otcache_core.edge_costs import error, window_edges  # noqa: E402
@@ -147,7 +144,8 @@ def main() -> None:
 
     p_pub, p_uni, p_ref = psnr(published), psnr(uniform), psnr(reference)
     result = {
-        "family": fam.name, "shift": float(sampling.shift), "steps": n, "budget": budget, "max_skip": args.max_skip, "reuse": "output (velocity)",
+        "family": fam.name, "shift": float(sampling.shift), "steps": n, "budget": budget, "max_skip": args.max_skip,
+        "reuse": "output (velocity)",
         "published": list(published.compute), "uniform": list(uniform.compute), "reference": list(reference.compute),
         "w1_reference_published": w1_steps(reference, published),
         "w1_uniform_published": w1_steps(uniform, published),

@@ -26,14 +26,25 @@ import math
 import time
 from pathlib import Path
 
-from common import (FAMILIES, SHIPPED_WEIGHTS, WEIGHTS, build_tiny_model, codec_for, conditioning, data, empty_latent, get_family,
-                    set_training, training_latents, training_sigmas, velocity_loss)
-
+import comfy.sample  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from common import (
+    FAMILIES,
+    SHIPPED_WEIGHTS,
+    WEIGHTS,
+    build_tiny_model,
+    codec_for,
+    conditioning,
+    data,
+    empty_latent,
+    get_family,
+    set_training,
+    training_latents,
+    training_sigmas,
+    velocity_loss,
+)
 from PIL import Image, ImageDraw  # noqa: E402
-
-import comfy.sample  # noqa: E402
 
 
 def loss_curve_png(losses: list[float], path: Path, title: str) -> None:
@@ -238,7 +249,8 @@ def main() -> None:
     meta = {"arch": json.dumps(arch), "family": args.family, "seed": str(args.seed), "steps": str(len(losses)),
             "planned_steps": str(args.steps), "batch": str(args.batch), "lr": str(args.lr), "ema": str(args.ema),
             "params": str(params), "threads": str(args.threads), "train_seconds": f"{seconds:.0f}", "time_capped": str(capped),
-            "final_loss": f"{np.mean(losses[-100:]):.5f}", "data": "demo/tiny_data.py" + (f" clips of {fam.frames} frames" if (fam.frames or 1) > 1 else ""),
+            "final_loss": f"{np.mean(losses[-100:]):.5f}",
+            "data": "demo/tiny_data.py" + (f" clips of {fam.frames} frames" if (fam.frames or 1) > 1 else ""),
             "decoder": "demo/tiny_data.py PatchCodec (seed 4321, gain 4)",
             "uniform_sigma_share": str(fam.uniform_sigma_share), "cond_dropout": str(fam.cond_dropout),
             "cfg": str(fam.cfg)}
