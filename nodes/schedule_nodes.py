@@ -1,7 +1,7 @@
 """OTCache schedule nodes: make, pick, type in, load and save caching schedules.
 
 - OTCache Budget Slider: a speedup between full compute and the anchor -> the
-  OT-interpolated schedule (DESIGN section 4).
+  schedule on the measured budget path, or the OT-interpolated one (docs/design.md section 5).
 - OTCache Schedule Preset / Schedule (Text) / Load Schedule / Save Schedule: one
   node per way a schedule enters or leaves a graph.
 

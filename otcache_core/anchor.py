@@ -1,4 +1,4 @@
-"""Anchor search (OTCache stage 2, DESIGN section 6): the best schedule at an extreme budget.
+"""Anchor search (OTCache stage 2, docs/design.md section 4): the best schedule at an extreme budget.
 
 The anchor is the cheap end of the interpolation (:mod:`.interpolate`): a schedule with
 budget ``K_a`` well below the reference's ``K_r`` over the same N steps. It is found by

@@ -1,4 +1,4 @@
-"""Optimal-transport interpolation of caching schedules (OTCache stage 3, DESIGN section 4).
+"""Optimal-transport interpolation of caching schedules (OTCache stage 3, docs/design.md section 5).
 
 Given a careful *reference* schedule (budget ``K_r``) and an extreme *anchor*
 (budget ``K_a < K_r``) over the same N steps, predict a schedule for any budget

@@ -1,4 +1,4 @@
-"""Continuous warping representation of schedules (DESIGN section 3).
+"""Continuous warping representation of schedules (docs/design.md, section 2).
 
 A schedule ``s_0 < s_1 < ... < s_{K-1}`` over N steps is read as a distribution of
 compute over normalized time ``t = step / (N - 1)`` in [0, 1]. Its quantile function
