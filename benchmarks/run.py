@@ -90,14 +90,14 @@ from comfyui_otcache.otcache_core.graph import (  # noqa: E402
     best_path,
 )
 from comfyui_otcache.otcache_core.interpolate import budget_for_speedup, interpolate  # noqa: E402
-from comfyui_otcache.otcache_core.perceptual import load_metric, ssim, subsample_frames  # noqa: E402
+from comfyui_otcache.otcache_core.metrics import PSNR_CAP, psnr, ssim  # noqa: E402,F401
+from comfyui_otcache.otcache_core.perceptual import load_metric, subsample_frames  # noqa: E402
 from comfyui_otcache.otcache_core.presets import list_presets  # noqa: E402
 from comfyui_otcache.otcache_core.schedule import Schedule  # noqa: E402
 from comfyui_otcache.otcache_core.warp import resample  # noqa: E402
 
 FORMAT = "otcache.benchmark.comparison"
 VERSION = 1
-PSNR_CAP = 99.0  # PSNR of identical images (MSE 0)
 LPIPS_MAX_FRAMES = 8  # frames of a video compared by LPIPS (evenly spaced), as the anchor search
 EASYCACHE_MAX_THRESHOLD = 3.0  # the EasyCache node's own maximum reuse_threshold
 EASYCACHE_START_LADDER = (0.10, 0.05, 0.0)  # tried after --easycache-start when a budget is out of reach
@@ -207,11 +207,6 @@ def sample_timed(repeats: int, *args, **kwargs) -> Run:
 
 
 # ----------------------------------------------------------------- metrics
-
-
-def psnr(images: torch.Tensor, references: torch.Tensor) -> float:
-    mse = float(((images.double() - references.double()) ** 2).mean())
-    return PSNR_CAP if mse == 0 else min(PSNR_CAP, 10.0 * math.log10(1.0 / mse))
 
 
 def fidelity(final, frames, full_final, full_frames, lpips_metric) -> dict[str, float | None]:

@@ -8,7 +8,7 @@ KSampler would run.
 - :func:`sample_with_schedule` runs one sampling, optionally with an OTCache schedule
   (:func:`..cache_runtime.apply_otcache`, same reuse mode as the Cached Model), and
   optionally starting at step ``i`` from a recorded latent ``x_i``.
-- :func:`record_trajectory` runs full compute and records, for each step ``i``, the
+- :meth:`SamplingSetup.record` runs full compute and records, for each step ``i``, the
   latent fed to step ``i`` (``x_i``, sampler space) and the model's denoised prediction.
 - :func:`calibrate` fills an :class:`..otcache_core.edge_costs.CostMatrix` (``global`` or
   ``local``). Each measured edge goes to an fsynced journal (:mod:`..otcache_core.journal`)
@@ -257,17 +257,11 @@ def sample_with_schedule(model, positive, negative, latent: dict, seed: int, sam
                          start_step: int = 0, start_x: torch.Tensor | None = None) -> torch.Tensor:
     """Final latent (``samples``) of a KSampler run, optionally with an OTCache schedule.
 
-    With ``start_step = i`` and ``start_x = x_i`` (from :func:`record_trajectory`) it runs
+    With ``start_step = i`` and ``start_x = x_i`` (from :meth:`SamplingSetup.record`) it runs
     only the tail ``sigmas[i:]``, and ``schedule`` must then have ``steps - i`` steps.
     """
     setup = SamplingSetup(model, positive, negative, latent, sampler_name, scheduler, steps, cfg)
     return setup.sample(seed, schedule, reuse, start_step, start_x).final
-
-
-def record_trajectory(model, positive, negative, latent: dict, seed: int, sampler_name: str, scheduler: str,
-                      steps: int, cfg: float) -> Trajectory:
-    """Full compute, recording the latent fed to each step and the model's prediction there."""
-    return SamplingSetup(model, positive, negative, latent, sampler_name, scheduler, steps, cfg).record(seed)
 
 
 def tail_schedule(steps: int, i: int, j: int) -> Schedule:

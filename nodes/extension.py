@@ -18,7 +18,7 @@ from .schedule_nodes import (
     OTCacheScheduleSave,
 )
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("otcache")
 
 
 class OTCacheExtension(ComfyExtension):

@@ -153,10 +153,6 @@ def _check_int(name: str, value: Any, low: int) -> int:
     return int(value)
 
 
-def _uniform(steps: int, budget: int) -> Schedule:
-    return Schedule.uniform(steps, budget)
-
-
 def build_reference(model, positive, negative, latent_image: dict, seed: int, seeds: int, sampler_name: str,
                     scheduler: str, steps: int, cfg: float, budget: int = 0, edge_cost: str = "global",
                     objective: str = "minimax", max_skip: int = DEFAULT_MAX_SKIP, reuse: str = "auto",
@@ -205,7 +201,7 @@ def build_reference(model, positive, negative, latent_image: dict, seed: int, se
     errors = uniform_errors = None
     if measure:
         changed = False
-        for schedule in (Schedule(steps, compute), _uniform(steps, budget)):
+        for schedule in (Schedule(steps, compute), Schedule.uniform(steps, budget)):
             if str(schedule) not in measurements:
                 errs, evals = measure_schedule(setup, seed, schedule, references, mode)
                 measurements[str(schedule)] = errs
@@ -215,7 +211,7 @@ def build_reference(model, positive, negative, latent_image: dict, seed: int, se
         if changed:
             matrix.save(path)
         errors = measurements[str(Schedule(steps, compute))]
-        uniform_errors = measurements[str(_uniform(steps, budget))]
+        uniform_errors = measurements[str(Schedule.uniform(steps, budget))]
 
     metrics = {
         "metric": ERROR_METRIC,

@@ -50,7 +50,7 @@ from ..otcache_core.presets import load_preset
 from ..otcache_core.schedule import COMPACT_FORM_HINT, MAX_STEPS, Schedule, ScheduleError, clip
 from .ui_text import prompt_server
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("otcache")
 
 PREVIEW_PATH = "/otcache/preview"
 SCHEDULE_PATH = "/otcache/schedule"

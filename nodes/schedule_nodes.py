@@ -30,7 +30,7 @@ from ..otcache_core.schedule import COMPACT_FORM_HINT, MAX_TEXT_CHARS, Schedule,
 from .types import CATEGORY, OTSchedule
 from .ui_text import send_node_text
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("otcache")
 
 SCHEDULES_FOLDER = "otcache_schedules"
 SCHEDULE_EXTENSION = ".json"
@@ -460,12 +460,3 @@ class OTCacheScheduleSave(io.ComfyNode):
         path = write_schedule_file(schedule, filename, overwrite=bool(overwrite))
         log.info("OTCache: saved schedule %s to %s", schedule, path)
         return io.NodeOutput(schedule, ui=show(cls, schedule, f"saved {path}\n{describe(schedule)}"))
-
-
-SCHEDULE_NODES: list[type[io.ComfyNode]] = [
-    OTCacheBudgetSlider,
-    OTCacheSchedulePreset,
-    OTCacheScheduleFromText,
-    OTCacheScheduleLoad,
-    OTCacheScheduleSave,
-]

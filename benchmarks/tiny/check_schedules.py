@@ -33,17 +33,12 @@ from common import FAMILIES, HERE, codec_for, conditioning, data, empty_latent, 
 from comfyui_otcache.nodes.calibration import SamplingSetup, calibrate  # noqa: E402
 from comfyui_otcache.otcache_core.edge_costs import CostMatrix  # noqa: E402
 from comfyui_otcache.otcache_core.graph import best_path  # noqa: E402
-from comfyui_otcache.otcache_core.perceptual import ssim  # noqa: E402
+from comfyui_otcache.otcache_core.metrics import psnr, ssim  # noqa: E402
 from comfyui_otcache.otcache_core.presets import load_preset  # noqa: E402
 from comfyui_otcache.otcache_core.schedule import Schedule  # noqa: E402
 from comfyui_otcache.otcache_core.warp import resample  # noqa: E402
 
 MODES = ("block", "residual", "output")
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = float(((a - b) ** 2).mean())
-    return 99.0 if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
 def setup_for(model, fam, prompt, steps: int) -> SamplingSetup:

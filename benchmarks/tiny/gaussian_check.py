@@ -36,6 +36,7 @@ from common import HERE, data, get_family, training_latents
 from comfyui_otcache.demo.tiny_models import build_tiny_model  # noqa: E402
 from comfyui_otcache.otcache_core.edge_costs import error, window_edges  # noqa: E402
 from comfyui_otcache.otcache_core.graph import best_path  # noqa: E402
+from comfyui_otcache.otcache_core.metrics import psnr_per_image  # noqa: E402
 from comfyui_otcache.otcache_core.presets import load_preset  # noqa: E402
 from comfyui_otcache.otcache_core.schedule import Schedule  # noqa: E402
 from comfyui_otcache.otcache_core.warp import resample  # noqa: E402
@@ -139,8 +140,7 @@ def main() -> None:
 
     def psnr(s: Schedule) -> np.ndarray:
         out, _ = sample(model, sigmas, noise, set(s.compute))
-        mse = ((codec.decode(out.float(), internal=True) - full_px) ** 2).reshape(len(noise), -1).mean(1).numpy()
-        return 10 * np.log10(1.0 / np.maximum(mse, 1e-12))
+        return psnr_per_image(codec.decode(out.float(), internal=True), full_px)
 
     p_pub, p_uni, p_ref = psnr(published), psnr(uniform), psnr(reference)
     result = {
