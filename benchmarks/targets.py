@@ -99,9 +99,11 @@ def _tiny_common():
 
 
 def tiny_prompts(common, cal_count: int, eval_count: int) -> tuple[list, list]:
-    """Disjoint held-out prompt lists (tiny_data.Prompt) for calibration and evaluation."""
+    """Calibration prompts (``load_tiny``'s calibration split) and disjoint held-out evaluation prompts."""
+    from comfyui_otcache.demo.tiny import split_prompts
+
     data = common.data
-    cal = data.held_out_prompts(cal_count, seed=CAL_PROMPT_STREAM)
+    cal = split_prompts("calibration", cal_count)
     taken = {p.text() for p in cal}
     pool = data.held_out_prompts(eval_count + cal_count + 16, seed=EVAL_PROMPT_STREAM)
     evaluation = [p for p in pool if p.text() not in taken][:eval_count]
@@ -112,7 +114,7 @@ def tiny_prompts(common, cal_count: int, eval_count: int) -> tuple[list, list]:
 
 def tiny_target(family: str, cal_prompts: int, eval_prompts: int, *, random_weights: bool = False,
                 latent_size: int | None = None, weights: Path | None = None) -> BenchTarget:
-    """A trained tiny model of ``family`` (euler / simple / cfg 1: these models have no negative prompt)."""
+    """A trained tiny model of ``family`` (euler / simple / the cfg it was trained for, negative = the empty prompt)."""
     common = _tiny_common()
     import torch
 
@@ -132,6 +134,7 @@ def tiny_target(family: str, cal_prompts: int, eval_prompts: int, *, random_weig
         model, meta = common.load_trained(family, path)
         info = {"weights": str(path.relative_to(REPO) if path.is_relative_to(REPO) else path),
                 "train_steps": meta.get("steps"), "train_seed": meta.get("seed")}
+    cfg = float(meta.get("cfg", 1.0)) if not random_weights else 1.0
     params = sum(p.numel() for p in model.model.diffusion_model.parameters())
     info.update({"parameters": int(params), "architecture": type(model.model.diffusion_model).__name__})
     latent = common.empty_latent(fam)
@@ -142,16 +145,13 @@ def tiny_target(family: str, cal_prompts: int, eval_prompts: int, *, random_weig
     cal, evaluation = tiny_prompts(common, cal_prompts, eval_prompts)
 
     def conds(prompts):
-        out = []
-        for p in prompts:
-            positive = common.conditioning(fam, [p])
-            out.append((positive, positive))  # cfg 1: the negative is never evaluated
-        return out
+        negative = common.conditioning(fam, [None])  # the empty prompt, as in training's dropout
+        return [(common.conditioning(fam, [p]), negative) for p in prompts]
 
     info["latent"] = list(latent["samples"].shape)
     return BenchTarget(
         name=family, family=family, model=model, decoder=common.codec_for(model), latent=latent,
-        sampler="euler", scheduler="simple", cfg=1.0,
+        sampler="euler", scheduler="simple", cfg=cfg,
         cal_prompts=[p.text() for p in cal], cal_conds=conds(cal),
         eval_prompts=[p.text() for p in evaluation], eval_conds=conds(evaluation), info=info)
 

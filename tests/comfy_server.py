@@ -1,6 +1,8 @@
 """Start and stop a real ComfyUI server with the pack installed (tests, demo, browser checks)."""
 from __future__ import annotations
 
+from host import comfy_root
+
 import json
 import os
 import signal
@@ -12,8 +14,6 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-
-from host import comfy_root
 
 
 def free_port() -> int:

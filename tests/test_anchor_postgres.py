@@ -1,12 +1,13 @@
 """Two worker processes on one anchor study in a real PostgreSQL server (loopback, test-owned)."""
 from __future__ import annotations
 
+from host import REPO_ROOT
+
 import json
 import subprocess
 import sys
 
 import optuna
-from host import REPO_ROOT
 
 WORKER = r"""
 import json, sys

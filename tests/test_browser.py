@@ -15,6 +15,8 @@ Artifacts: ``test-artifacts/browser-budget-slider.png`` on every run, and the RE
 """
 from __future__ import annotations
 
+from host import REPO_ROOT
+
 import json
 import os
 import re
@@ -23,7 +25,6 @@ import time
 from pathlib import Path
 
 import pytest
-from host import REPO_ROOT
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 

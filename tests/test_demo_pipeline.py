@@ -14,6 +14,8 @@
 """
 from __future__ import annotations
 
+from host import REPO_ROOT
+
 import json
 import math
 import os
@@ -28,7 +30,6 @@ import numpy as np
 import pytest
 import torch
 from comfy_server import free_port
-from host import REPO_ROOT
 from test_example_workflows import FOLDER, _link_source, load, to_api_prompt, widgets  # noqa: F401
 
 from comfyui_otcache.demo import tiny_data

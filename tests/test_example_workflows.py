@@ -11,13 +11,14 @@ full-chain one runs Reference, Anchor Search, Budget Slider and Cached Model for
 """
 from __future__ import annotations
 
+from host import REPO_ROOT
+
 import json
 import re
 from functools import lru_cache
 from pathlib import Path
 
 import pytest
-from host import REPO_ROOT
 
 FOLDER = REPO_ROOT / "example_workflows"
 WORKFLOWS = sorted(FOLDER.glob("*.json"))

@@ -8,10 +8,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks" / "tiny"))
 
-import comfy.model_management  # noqa: E402
 import common  # noqa: E402
-import pytest  # noqa: E402
 from common import data  # noqa: E402  (demo/tiny_data.py)
+
+import comfy.model_management  # noqa: E402
+import pytest  # noqa: E402
 
 
 def test_batches_are_deterministic_and_differ_by_index():

@@ -21,13 +21,14 @@ No sampling: everything comes from the benchmark's JSON.
 """
 from __future__ import annotations
 
+from common import HERE
+
 import argparse
 import json
 import math
 from pathlib import Path
 
 import numpy as np  # noqa: E402
-from common import HERE
 
 from comfyui_otcache.otcache_core.atomic import write_atomic  # noqa: E402
 from comfyui_otcache.otcache_core.graph import best_path  # noqa: E402

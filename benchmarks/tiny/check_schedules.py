@@ -2,7 +2,7 @@
 
 1. Global-cost reference: for each of ``--prompts`` held-out prompts, a ``global`` edge-cost
    calibration (``nodes.calibration.calibrate``: tails sampled from the recorded full
-   run, final-latent error) over ``--seeds`` seeds, euler / simple / ``--steps`` N / cfg 1,
+   run, final-latent error) over ``--seeds`` seeds, euler / simple / ``--steps`` N / the model's cfg,
    window ``--max-skip`` W; the per-prompt mean cost matrices are averaged and the
    minimax path with budget ``round(N/5)`` is the reference.
 2. W1 distance between quantile functions (``otcache_core.warp.warp``), in steps of N:
@@ -20,6 +20,8 @@ Cost: global calibration is about N^2 W / 2 model evaluations per prompt and see
 """
 from __future__ import annotations
 
+from common import FAMILIES, HERE, codec_for, conditioning, data, empty_latent, get_family, load_trained
+
 import argparse
 import json
 import time
@@ -28,8 +30,8 @@ from pathlib import Path
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from acceptance import PUBLISHED, w1_steps  # noqa: E402
-from common import FAMILIES, HERE, codec_for, conditioning, data, empty_latent, get_family, load_trained
 
+from comfyui_otcache.demo.tiny import split_prompts  # noqa: E402
 from comfyui_otcache.nodes.calibration import SamplingSetup, calibrate  # noqa: E402
 from comfyui_otcache.otcache_core.edge_costs import CostMatrix  # noqa: E402
 from comfyui_otcache.otcache_core.graph import best_path  # noqa: E402
@@ -41,9 +43,10 @@ from comfyui_otcache.otcache_core.warp import resample  # noqa: E402
 MODES = ("block", "residual", "output")
 
 
-def setup_for(model, fam, prompt, steps: int) -> SamplingSetup:
-    pos = conditioning(fam, [prompt])
-    return SamplingSetup(model, pos, pos, empty_latent(fam), "euler", "simple", steps, 1.0)
+def setup_for(model, fam, prompt, steps: int, cfg: float = 1.0) -> SamplingSetup:
+    """euler / simple at the model's own cfg, negative = the empty prompt (training's conditioning dropout)."""
+    return SamplingSetup(model, conditioning(fam, [prompt]), conditioning(fam, [None]), empty_latent(fam), "euler",
+                         "simple", steps, cfg)
 
 
 def main() -> None:
@@ -67,8 +70,8 @@ def main() -> None:
     published = resample(load_preset(PUBLISHED[args.family]), n)
     budget = published.budget
     uniform = Schedule.uniform(n, budget)
-    prompts = data.held_out_prompts(args.prompts + args.eval)
-    cal_prompts, eval_prompts = prompts[:args.prompts], prompts[args.prompts:]
+    cfg = float(meta.get("cfg", 1.0))
+    cal_prompts, eval_prompts = split_prompts("calibration", args.prompts), data.held_out_prompts(args.eval)
     args.out.mkdir(parents=True, exist_ok=True)
 
     start = time.perf_counter()
@@ -77,7 +80,7 @@ def main() -> None:
     else:
         matrices = []
         for k, p in enumerate(cal_prompts):
-            setup = setup_for(model, fam, p, n)
+            setup = setup_for(model, fam, p, n, cfg)
             matrix = CostMatrix.new(n, args.max_skip, args.seeds, "global")
             stats = calibrate(setup, 1000 + k * 100, matrix, args.reuse)
             matrices.append(matrix.costs())
@@ -102,7 +105,7 @@ def main() -> None:
     fulls = {}
     for mode in MODES:
         for k, p in enumerate(eval_prompts):
-            setup = setup_for(model, fam, p, n)
+            setup = setup_for(model, fam, p, n, cfg)
             seed = 5000 + k
             if k not in fulls:
                 fulls[k] = codec.decode(setup.sample(seed).final)

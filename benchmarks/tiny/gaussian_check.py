@@ -23,6 +23,8 @@ that is decided early shows up as costly early edges and a front-loaded referenc
 """
 from __future__ import annotations
 
+from common import HERE, data, get_family, training_latents
+
 import argparse
 import json
 
@@ -31,7 +33,6 @@ import comfy.samplers  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from acceptance import PUBLISHED, w1_steps  # noqa: E402
-from common import HERE, data, get_family, training_latents
 
 from comfyui_otcache.demo.tiny_models import build_tiny_model  # noqa: E402
 from comfyui_otcache.otcache_core.edge_costs import error, window_edges  # noqa: E402

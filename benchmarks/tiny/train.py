@@ -19,16 +19,6 @@ threads (HunyuanVideo).
 """
 from __future__ import annotations
 
-import argparse
-import copy
-import json
-import math
-import time
-from pathlib import Path
-
-import comfy.sample  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
 from common import (
     FAMILIES,
     SHIPPED_WEIGHTS,
@@ -44,6 +34,17 @@ from common import (
     training_sigmas,
     velocity_loss,
 )
+
+import argparse
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import comfy.sample  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 
