@@ -369,3 +369,52 @@ def test_no_errors_from_the_extension(page):
     page.wait_for_function("""() => [...document.querySelectorAll('body *')].some((e) => e.children.length === 0 && /missing node/i.test(e.textContent || ''))""",
                            timeout=15_000)
     assert page.otcache_errors == []
+
+
+def test_a_measured_path_draws_its_curve_and_steers_the_slider(page, comfy_server):
+    """An anchor whose search measured a budget path: the curve is drawn under Anchor Search and the
+    Budget Slider, the slider's preview lands on the path's knots, and the workflow carries the path."""
+    from comfyui_otcache.otcache_core.presets import load_preset
+    from comfyui_otcache.otcache_core.schedule import Schedule
+
+    load_template(page, FLUX)
+    reference = load_preset("lemica-flux1-dev-50-26")
+    anchor = Schedule.parse(FLUX_ANCHOR, source="anchor")
+    knots = [[k, str(anchor if k == 10 else reference if k == 26 else Schedule.uniform(50, k)), 0.05 + 0.01 * (26 - k),
+              "graph"] for k in range(10, 27)]
+    path = {"format": "otcache.budget_path", "version": 1, "reference": str(reference), "metric": "1-ssim",
+            "scored": 40, "knots": knots}
+    document = anchor.with_metadata(params={"path": path}).to_dict()
+    page.evaluate(
+        """([id, schedule]) => {
+          app.api.dispatchCustomEvent('executed', {node: String(id), display_node: String(id), prompt_id: 'otcache-test',
+            output: {otcache_schedule: [schedule], text: ['anchor with a measured path (replayed result)']}});
+          const slider = app.graph.getNodeById(22);
+          const w = slider.widgets.find((w) => w.name === 'speedup'); w.value = 2.5;
+          return OTCacheUI.refresh(slider);
+        }""",
+        [ANCHOR_ID, document],
+    )
+    wait_idle(page)
+    anchor_curve = page.evaluate("(id) => OTCacheUI.curveOf(id)", ANCHOR_ID)
+    assert [p["budget"] for p in anchor_curve["points"]] == list(range(10, 27)) and anchor_curve["metric"] == "1-ssim"
+    slider = page.evaluate(STATE, SLIDER_ID)
+    assert slider["compact"] == str(Schedule.uniform(50, 20))  # the knot, not the plain OT schedule
+    curve = page.evaluate("(id) => OTCacheUI.curveOf(id)", SLIDER_ID)
+    assert curve["budget"] == 20 and len(curve["points"]) == 17
+    # The curve is on the canvas: its colour shows inside the curve widget of both nodes.
+    for node_id in (ANCHOR_ID, SLIDER_ID):
+        blue = page.evaluate("""(id) => {
+          const node = app.graph.getNodeById(id); const w = node.widgets.find((w) => w.name === 'otcache_curve');
+          app.canvas.ds.scale = 1.5; app.canvas.centerOnNode(node); app.canvas.setDirty(true, true); app.canvas.draw(true, true);
+          const canvas = app.canvas.canvas; const ctx = canvas.getContext('2d');
+          const ratio = canvas.width / canvas.getBoundingClientRect().width;
+          const [x0, y0] = app.canvas.ds.convertOffsetToCanvas([node.pos[0], node.pos[1] + w.last_y]);
+          const [x1, y1] = app.canvas.ds.convertOffsetToCanvas([node.pos[0] + node.size[0], node.pos[1] + w.last_y + 84]);
+          const data = ctx.getImageData(Math.round(x0 * ratio), Math.round(y0 * ratio), Math.round((x1 - x0) * ratio),
+                                        Math.round((y1 - y0) * ratio)).data;
+          let n = 0; for (let i = 0; i < data.length; i += 4) if (data[i] < 120 && data[i + 1] > 160 && data[i + 2] > 200) n++;
+          return n; }""", node_id)
+        assert blue > 20, f"node {node_id}: no curve pixels drawn ({blue})"
+    saved = page.evaluate("(id) => app.graph.serialize().nodes.find((n) => n.id === id).properties.otcache_last_run", ANCHOR_ID)
+    assert saved["json"]["params"]["path"]["knots"][10][0] == 20  # the path travels with the workflow
