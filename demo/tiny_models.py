@@ -47,13 +47,27 @@ TINY_SPECS: dict[str, TinySpec] = {
          "qkv_bias": True, "guidance_embed": False, "byt5": False, "meanflow": False,
          "use_cond_type_embedding": False, "vision_in_dim": None, "meanflow_sum": False},
         16, True, 32),
-    # A family the block mode does not know: exercised through the generic modes.
+    # Wan 2.1 (t2v); block mode replaces its blocks (the generic modes are tested on it too).
     "wan21": TinySpec(
         comfy.supported_models.WAN21_T2V,
         {"image_model": "wan2.1", "model_type": "t2v", "patch_size": (1, 2, 2), "text_len": 16,
          "in_dim": 16, "dim": 64, "ffn_dim": 128, "freq_dim": 32, "text_dim": 32, "out_dim": 16,
          "num_heads": 2, "num_layers": 2},
         16, True, 32),
+    # Chroma: FLUX-like double + single blocks without per-block modulation (a distilled approximator).
+    "chroma": TinySpec(
+        comfy.supported_models.Chroma,
+        {"image_model": "chroma", "in_channels": 64, "out_channels": 64, "context_in_dim": 32, "hidden_size": 64,
+         "mlp_ratio": 2.0, "num_heads": 2, "depth": 2, "depth_single_blocks": 2, "axes_dim": [8, 12, 12],
+         "theta": 10000, "patch_size": 2, "qkv_bias": True, "in_dim": 64, "out_dim": 64, "hidden_dim": 128,
+         "n_layers": 2, "txt_ids_dims": [], "vec_in_dim": None},
+        16, False, 32),
+    # LTX-Video: 128-channel video latents, transformer blocks with cross-attention (needs an attention mask).
+    "ltxv": TinySpec(
+        comfy.supported_models.LTXV,
+        {"image_model": "ltxv", "in_channels": 128, "cross_attention_dim": 64, "attention_head_dim": 32,
+         "num_attention_heads": 2, "caption_channels": 32, "num_layers": 2},
+        128, True, 32),
 }
 
 FAMILIES = tuple(TINY_SPECS)
@@ -95,6 +109,8 @@ def tiny_conditioning(family: str, seed: int, tokens: int = 8, batch: int = 1) -
     options = {}
     if family == "hunyuan_video":  # its BaseModel requires a pooled vector (unused with vec_in_dim=None)
         options["pooled_output"] = torch.randn(batch, 32, generator=gen)
+    if family == "ltxv":  # its forward takes the text attention mask
+        options["attention_mask"] = torch.ones(batch, tokens)
     return [[context, options]]
 
 

@@ -12,7 +12,7 @@ evaluates at sigma_i and sigma_{i+1}, makes 2K-1 real evaluations for a schedule
 K computed steps, as it makes 2N-1 without one.
 
 Reuse modes:
-- ``block``: FLUX, Qwen-Image, HunyuanVideo. Embeddings and the final layer always run;
+- ``block``: FLUX, Chroma, HunyuanVideo, Qwen-Image, Wan 2.1/2.2, LTX-Video. Embeddings and the final layer always run;
   on a skipped step every block is the identity and the last one adds the residual
   (block-stack output minus its input) of the most recent computed evaluation.
 - ``residual``: any model behind a DIFFUSION_MODEL wrapper; reuses output - input.
@@ -351,16 +351,31 @@ class BlockLayout:
         return self.last[0] == "single_block"
 
 
+BLOCK_FAMILIES = "FLUX, Chroma, HunyuanVideo, Qwen-Image, Wan 2.1/2.2 or LTX-Video"
+
+
 def block_layout(diffusion_model: torch.nn.Module) -> BlockLayout | None:
-    """The block layout of FLUX, HunyuanVideo and Qwen-Image DiTs; None for other models."""
+    """The ``dit`` block patch keys of the DiTs block mode knows, in execution order; None for other models.
+
+    FLUX, Chroma and HunyuanVideo: double blocks, then single blocks on ``cat(txt, img)``;
+    Qwen-Image, Wan (2.1, 2.2 and their variants) and LTX-Video: one stack of blocks,
+    patched as ``double_block`` (the image stream; the text is not changed by a block).
+    """
+    from comfy.ldm.chroma.model import Chroma
     from comfy.ldm.flux.model import Flux
     from comfy.ldm.hunyuan_video.model import HunyuanVideo
+    from comfy.ldm.lightricks.model import LTXVModel
     from comfy.ldm.qwen_image.model import QwenImageTransformer2DModel
+    from comfy.ldm.wan.model import WanModel
 
-    if isinstance(diffusion_model, (Flux, HunyuanVideo)):
+    if isinstance(diffusion_model, (Flux, HunyuanVideo, Chroma)):
         keys = [("double_block", i) for i in range(len(diffusion_model.double_blocks))]
         keys += [("single_block", i) for i in range(len(diffusion_model.single_blocks))]
     elif isinstance(diffusion_model, QwenImageTransformer2DModel):
+        keys = [("double_block", i) for i in range(len(diffusion_model.transformer_blocks))]
+    elif isinstance(diffusion_model, WanModel):
+        keys = [("double_block", i) for i in range(len(diffusion_model.blocks))]
+    elif isinstance(diffusion_model, LTXVModel):
         keys = [("double_block", i) for i in range(len(diffusion_model.transformer_blocks))]
     else:
         return None
@@ -463,7 +478,7 @@ def resolve_reuse(model: ModelPatcher, reuse: str) -> str:
     if reuse == "block" and not block_ok:
         name = type(model.get_model_object("diffusion_model")).__name__
         raise OTCacheRuntimeError(
-            f"block reuse needs a FLUX, Qwen-Image or HunyuanVideo transformer; this model is {name}. "
+            f"block reuse needs a {BLOCK_FAMILIES} transformer; this model is {name}. "
             "Use reuse 'auto', 'output' or 'residual'."
         )
     return reuse

@@ -74,15 +74,34 @@ def test_other_dits_block_mode_counts_exactly(models, family, sampler, cond_mode
     assert calls == evaluations(sampler, SCHEDULE.budget) * calls_per_evaluation(cfg, separate)
 
 
+@pytest.mark.parametrize("family", ["wan21", "chroma", "ltxv"])
+@pytest.mark.parametrize("sampler", ["euler", "heun", "uni_pc"])
+@pytest.mark.parametrize("cond_mode", ["cfg1", "separate"])
+def test_block_mode_on_wan_chroma_and_ltxv_counts_exactly(models, family, sampler, cond_mode):
+    """The block stack is replaced by its cached residual; embeddings and head run (counted at the first block)."""
+    cfg, separate = COND_MODES[cond_mode]
+    base = models(family)
+    assert resolve_reuse(base, "auto") == "block"
+    plain, _ = run_counted(base, family, sampler=sampler, cfg=cfg, separate=separate)
+    assert plain == evaluations(sampler, STEPS) * calls_per_evaluation(cfg, separate)
+    reports = []
+    cached = apply_otcache(base, SCHEDULE, reuse="block", on_report=reports.append)
+    calls, out = run_counted(cached, family, sampler=sampler, cfg=cfg, separate=separate)
+    assert calls == evaluations(sampler, SCHEDULE.budget) * calls_per_evaluation(cfg, separate)
+    assert torch.isfinite(out).all() and reports[-1].warning == ""
+
+
 @pytest.mark.parametrize("reuse", ["residual", "output"])
 @pytest.mark.parametrize("sampler", ["euler", "heun", "dpmpp_2m", "uni_pc"])
 @pytest.mark.parametrize("cond_mode", ["cfg1", "separate"])
 def test_generic_modes_on_a_family_block_mode_does_not_know(models, reuse, sampler, cond_mode):
     cfg, separate = COND_MODES[cond_mode]
     wan = models("wan21")
-    assert resolve_reuse(wan, "auto") == "output"
-    with pytest.raises(OTCacheRuntimeError, match="block reuse needs a FLUX, Qwen-Image or HunyuanVideo"):
-        apply_otcache(wan, SCHEDULE, reuse="block")
+    unknown = wan.clone()  # a transformer block mode does not know
+    unknown.add_object_patch("diffusion_model", torch.nn.Linear(1, 1))
+    assert resolve_reuse(unknown, "auto") == "output"
+    with pytest.raises(OTCacheRuntimeError, match="block reuse needs a FLUX, Chroma, HunyuanVideo, Qwen-Image, Wan"):
+        apply_otcache(unknown, SCHEDULE, reuse="block")
     calls, out = run_counted(apply_otcache(wan, SCHEDULE, reuse=reuse), "wan21", sampler=sampler, cfg=cfg,
                              separate=separate, batch=3)
     assert calls == evaluations(sampler, SCHEDULE.budget) * calls_per_evaluation(cfg, separate)
@@ -91,7 +110,8 @@ def test_generic_modes_on_a_family_block_mode_does_not_know(models, reuse, sampl
 
 @pytest.mark.parametrize("family,reuse", [("flux", "block"), ("flux", "residual"), ("flux", "output"),
                                           ("qwen_image", "block"), ("hunyuan_video", "block"),
-                                          ("wan21", "output")])
+                                          ("wan21", "output"), ("wan21", "block"), ("chroma", "block"),
+                                          ("ltxv", "block")])
 @pytest.mark.parametrize("sampler", ["euler", "heun"])
 def test_full_schedule_is_bit_identical(models, family, reuse, sampler):
     base = models(family)
