@@ -34,9 +34,7 @@ def comfy_server(tmp_path_factory):
 @pytest.fixture
 def object_info(comfy_server) -> dict:
     """The running server's /object_info (node schemas)."""
-    from test_example_workflows import _object_info
-
-    return _object_info(comfy_server.url)
+    return comfy_server.get("/object_info", timeout=60)
 
 
 @pytest.fixture(params=["flux", "qwen_image", "hunyuan_video"])

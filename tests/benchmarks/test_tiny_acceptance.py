@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks" / "tiny"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks" / "tiny"))
 
 import acceptance  # noqa: E402
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks" / "tiny"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks" / "tiny"))
 
 import common  # noqa: E402
 from common import data  # noqa: E402  (demo/tiny_data.py)

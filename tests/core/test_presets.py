@@ -14,7 +14,7 @@ from comfyui_otcache.otcache_core.presets import (
 )
 from comfyui_otcache.otcache_core.schedule import Schedule, ScheduleError
 
-REPO_SCHEDULES = Path(__file__).resolve().parent.parent / "schedules"
+REPO_SCHEDULES = Path(__file__).resolve().parents[2] / "schedules"
 
 # Count of published schedules per family in data/published_schedules.json.
 PUBLISHED_COUNTS = {

@@ -31,7 +31,7 @@ from comfyui_otcache.otcache_core.anchor import (
 from comfyui_otcache.otcache_core.schedule import Schedule, ScheduleError
 from comfyui_otcache.otcache_core.warp import schedule_from_warp, warp
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 N, K = 28, 4
 # Its full warp at K=4 (28:0,3,9,27) differs from its 5-knot approximation (28:0,3,10,27),
 # so all three seed kinds are enqueued.

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import optuna
+import pytest
 
 WORKER = r"""
 import json, sys
@@ -29,6 +30,7 @@ print(json.dumps({{"finished": finished, "calls": calls}}))
 """
 
 
+@pytest.mark.server  # starts a PostgreSQL server
 def test_two_workers_share_one_study_without_losing_trials(postgres_url):
     trials = 12
     workers = [

@@ -19,7 +19,7 @@ from comfyui_otcache.nodes import calibration as cal
 from comfyui_otcache.otcache_core.edge_costs import CostMatrix, window_edges
 
 STEPS, WINDOW = 12, 4
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]  # tests/: host.py and sampling.py
 
 CHILD = textwrap.dedent("""
     import sys, time

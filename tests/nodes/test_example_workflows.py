@@ -203,13 +203,6 @@ def to_api_prompt(workflow: dict, info: dict) -> dict:
 
 
 @lru_cache(maxsize=1)
-def _object_info(url: str) -> dict:
-    import urllib.request
-
-    with urllib.request.urlopen(url + "/object_info", timeout=60) as response:
-        return json.loads(response.read())
-
-
 # ---------------------------------------------------------------- files only
 
 

@@ -2,7 +2,7 @@
 
 The script runs as a user runs it (a subprocess, the same code path as the committed
 comparison and as real checkpoints): stage 1 calibration and graph search, stage 2 anchor
-search, stage 3 interpolation, the direct graph search, uniform schedules, ComfyUI's
+search, stage 3 budget path (and plain OT interpolation), the direct graph search, uniform schedules, ComfyUI's
 EasyCache with its threshold bisected, the published LeMiCa schedules, the metrics and
 the three output files. N = 10, speedups 2, 2.5 and 3.3 (budgets 5, 4, 3), one
 calibration and one evaluation prompt, 4 anchor trials, a 8x8 latent, one thread.
@@ -19,11 +19,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "run.py"
 STEPS = 10
 BUDGETS = [5, 4, 3]
-SCHEDULE_METHODS = ("OTCache", "graph search (direct)", "uniform", "LeMiCa (published)")
+SCHEDULE_METHODS = ("OTCache", "OT interpolation (paper)", "graph search (direct)", "uniform", "LeMiCa (published)")
+
+
+pytestmark = pytest.mark.slow  # runs the whole benchmark in a subprocess (about a minute)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +50,8 @@ def test_every_method_has_rows_at_every_target_budget(quick):
     cell = _cell(result)
     assert cell["model"] == "flux" and cell["steps"] == STEPS and cell["budgets"] == BUDGETS
     methods = {row["method"] for row in cell["rows"]}
-    assert methods == {"full compute", "OTCache", "graph search (direct)", "uniform", "EasyCache", "LeMiCa (published)"}
+    assert methods == {"full compute", "OTCache", "OT interpolation (paper)", "graph search (direct)", "uniform",
+                       "EasyCache", "LeMiCa (published)"}
     for method in ("OTCache", "graph search (direct)", "uniform"):
         assert sorted(r["budget"] for r in cell["rows"] if r["method"] == method) == sorted(BUDGETS)
     assert sorted(r["target_budget"] for r in cell["rows"] if r["method"] == "EasyCache") == sorted(BUDGETS)
@@ -112,9 +116,14 @@ def test_the_three_stages_and_their_cost(quick):
     cell = _cell(result)
     schedules = cell["schedules"]
     otcache = {r["budget"]: r for r in cell["rows"] if r["method"] == "OTCache"}
-    assert otcache[5]["schedule"] == schedules["reference"] == schedules["direct"]["5"]
-    assert otcache[3]["schedule"] == schedules["anchor"]
-    assert otcache[4]["label"].startswith("OTCache (interpolated")
+    assert schedules["reference"] == schedules["direct"]["5"]
+    # OTCache follows the measured path: a knot at every budget from the anchor's to the reference's.
+    knots = {k: (s, v, origin) for k, s, v, origin in schedules["path"]}
+    assert sorted(knots) == [3, 4, 5]
+    for k in (3, 4, 5):
+        assert otcache[k]["schedule"] == knots[k][0] and otcache[k]["label"].startswith("OTCache (measured knot")
+    assert knots[3][2].startswith("anchor") and knots[5][2].startswith(("reference", "graph"))
+    assert [r["method"] for r in cell["rows"] if r["budget"] == 4].count("OT interpolation (paper)") == 1
     def stage(prefix):
         (found,) = [c for c in cell["calibration_cost"] if c["stage"].startswith(prefix)]
         return found
@@ -123,7 +132,8 @@ def test_the_three_stages_and_their_cost(quick):
     assert edge_costs["runs"] > 0 and edge_costs["evaluations"] > 100 and edge_costs["seconds"] > 0
     anchor = stage("2 anchor")
     assert anchor["runs"] > 0 and anchor["evaluations"] > 0 and anchor["seconds"] > 0
-    assert stage("3 interpolation")["runs"] == 0
+    path = stage("3 budget path")
+    assert path["evaluations"] >= 0 and path["seconds"] > 0
     assert stage("EasyCache")["runs"] > 0
     assert "Calibration cost:" in md and "| stage | detail | sampling runs | model evaluations | wall s |" in md
     # The LPIPS column holds LPIPS or says why not; the anchor metric is named.
