@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -256,7 +257,7 @@ def test_stored_study_must_match_the_search(tmp_path):
 
 
 KILLED_RUN = """
-import hashlib, os, sys
+import hashlib, os, signal, sys
 sys.path.insert(0, {root!r})
 from otcache_core.anchor import search
 from otcache_core.schedule import Schedule
@@ -266,7 +267,7 @@ def objective(schedule):
     with open({log!r}, "a") as log:
         log.write(str(schedule) + "\\n")
     if len(calls) == {kill_at}:
-        os._exit(1)  # a hard kill in the middle of a trial
+        os.kill(os.getpid(), signal.SIGKILL)  # kill -9 in the middle of a trial
     return int(hashlib.sha256(str(schedule).encode()).hexdigest()[:8], 16) / 16**8
 search(objective, {n}, {k}, reference=Schedule.parse({reference!r}), trials=10,
        storage={storage!r}, study_name="killed")
@@ -281,7 +282,7 @@ def test_resume_after_a_hard_kill(tmp_path, kill_at):
         root=str(REPO_ROOT), log=str(log), kill_at=kill_at, n=N, k=K, reference=str(REFERENCE), storage=storage
     )
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == -signal.SIGKILL, result.stderr
     killed_calls = log.read_text().split()
     assert len(killed_calls) == kill_at
     measured_before = set(killed_calls[:-1])  # the last call never finished
