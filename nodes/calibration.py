@@ -382,117 +382,135 @@ def calibrate(setup: SamplingSetup, seed: int, matrix: CostMatrix, reuse: str = 
     With ``path`` every measured edge is journalled (fsynced) at once, each seed's
     trajectory is saved when recorded, and the matrix is saved atomically after each
     recorded seed, when ``save_every`` edges *and* ``save_seconds`` seconds have passed,
-    at the end, and when an exception (an interrupt) stops the loop. ``progress(done, total)`` counts evaluations;
-    ComfyUI's interrupt flag is checked before every run.
+    at the end, and when an exception (an interrupt) stops the loop. ``progress(done, total)``
+    counts evaluations; ComfyUI's interrupt flag is checked before every run.
     """
     if matrix.steps != setup.steps:
         raise CalibrationError(f"the cost matrix has {matrix.steps} steps, the sampler {setup.steps}")
-    mode = resolve_reuse(setup.model, reuse)
-    stats = CalibrationStats()
-    n = setup.steps
-    exact = setup.sampler_name in EXACT_REPLAY_SAMPLERS
-    total = max(_planned_evaluations(matrix, exact), 1)
-    done = 0
-    started = time.perf_counter()
-    last_save = started
-    unsaved = 0
-
-    def account(run) -> None:
-        nonlocal done
-        stats.runs += 1
-        stats.evaluations += run.evaluations
-        done += run.evaluations
-        if progress is not None:
-            progress(min(done, total), total)
-
-    base = {name: matrix.info.get(name, 0) for name in ("evaluations", "seconds", "runs")}
-
-    def save(force: bool = False) -> None:
-        nonlocal last_save, unsaved
-        if path is None or not (force or (unsaved >= save_every and time.perf_counter() - last_save >= save_seconds)):
-            return
-        matrix.info["evaluations"] = int(base["evaluations"]) + stats.evaluations
-        matrix.info["seconds"] = float(base["seconds"]) + (time.perf_counter() - started)
-        matrix.info["runs"] = int(base["runs"]) + stats.runs
-        matrix.save(path)
-        stats.saves += 1
-        last_save = time.perf_counter()
-        unsaved = 0
-
-    journal = EdgeJournal(journal_path(path)) if path is not None else None
-    if journal is not None:
-        journal.start(matrix)
-
-    def record(s: int, i: int, j: int, cost: float) -> None:
-        nonlocal unsaved
-        matrix.record(s, i, j, cost)
-        if journal is not None:
-            journal.append(s, i, j, cost)
-        stats.edges += 1
-        unsaved += 1
-
-    if progress is not None:
-        progress(0, total)
+    run = _Calibration(setup, seed, matrix, resolve_reuse(setup.model, reuse), path, progress, status,
+                       save_every, save_seconds)
     try:
         for s in range(matrix.seeds):
-            pending = matrix.pending(s)
-            if not pending and _final_key(s) in matrix.extras:
-                continue
-            _check_interrupt()
-            seed_s = _seed_value(seed, s)
-            trajectory = load_trajectory(trajectory_path(path, s), seed_s, n) if path is not None else None
-            if trajectory is None:
-                trajectory = record_trajectory_setup(setup, seed_s)
-                stats.recorded += 1
-                if path is not None:
-                    save_trajectory(trajectory_path(path, s), trajectory)
-                account(trajectory)  # stored first, then reported: a progress hook may raise to cancel
-            else:
-                stats.reused_trajectories += 1
-            matrix.extras[_final_key(s)] = trajectory.final.detach().to("cpu", torch.float32)
-            if matrix.edge_cost == "local":
-                costs = local_edge_costs(trajectory.directions(), trajectory.sigmas, matrix.max_skip)
-                for _, i, j in pending:
-                    record(s, i, j, costs[i, j])
-            if matrix.edge_cost == "local":
-                save(force=True)
-                continue
-            if pending and exact and stats.exact_replay is None:
-                _check_interrupt()
-                stats.exact_replay, check_run = replay_is_exact(setup, trajectory)
-                if check_run is not None:
-                    account(check_run)
-                if not stats.exact_replay:
-                    log.warning("OTCache calibration: replaying %s from a recorded latent does not reproduce the "
-                                "full run on this machine; comparing each edge with an uncached tail replay instead",
-                                setup.sampler_name)
-                    exact = False
-                    total = max(total, done + _planned_evaluations(matrix, exact))
-            save(force=True)
-            reference_i = None
-            reference = trajectory.final
-            for _, i, j in pending:
-                if not exact and reference_i != i:
-                    _check_interrupt()
-                    run = setup.sample(seed_s, None, start_step=i, start_x=trajectory.xs[i])
-                    reference, reference_i = run.final, i
-                    account(run)
-                _check_interrupt()
-                run = setup.sample(seed_s, tail_schedule(n, i, j), mode, start_step=i, start_x=trajectory.xs[i])
-                record(s, i, j, error(run.final, reference))
-                account(run)
-                if status is not None:
-                    status(f"OTCache calibration: {matrix.edges_done}/{matrix.edges_total} edge runs, "
-                           f"{stats.evaluations} evaluations, {time.perf_counter() - started:.1f} s")
-                save()
+            run.seed(s)
     finally:
-        stats.seconds = time.perf_counter() - started
-        matrix.info["evaluations"] = int(base["evaluations"]) + stats.evaluations
-        matrix.info["seconds"] = float(base["seconds"]) + stats.seconds
-        matrix.info["runs"] = int(base["runs"]) + stats.runs
-        if path is not None:
-            save(force=True)
-    return stats
+        run.finish()
+    return run.stats
+
+
+class _Calibration:
+    """The state of one :func:`calibrate` call: counts, progress, the journal and when to save."""
+
+    def __init__(self, setup, seed, matrix, mode, path, progress, status, save_every, save_seconds):
+        self.setup, self.first_seed, self.matrix, self.mode = setup, seed, matrix, mode
+        self.path = Path(path) if path is not None else None
+        self.progress, self.status = progress, status
+        self.save_every, self.save_seconds = save_every, save_seconds
+        self.stats = CalibrationStats()
+        self.exact = setup.sampler_name in EXACT_REPLAY_SAMPLERS
+        self.total = max(_planned_evaluations(matrix, self.exact), 1)
+        self.done = self.unsaved = 0
+        self.started = self.last_save = time.perf_counter()
+        self.base = {name: matrix.info.get(name, 0) for name in ("evaluations", "seconds", "runs")}
+        self.journal = EdgeJournal(journal_path(self.path)) if self.path is not None else None
+        if self.journal is not None:
+            self.journal.start(matrix)
+        if progress is not None:
+            progress(0, self.total)
+
+    def account(self, run) -> None:
+        self.stats.runs += 1
+        self.stats.evaluations += run.evaluations
+        self.done += run.evaluations
+        if self.progress is not None:
+            self.progress(min(self.done, self.total), self.total)
+
+    def record(self, s: int, i: int, j: int, cost: float) -> None:
+        self.matrix.record(s, i, j, cost)
+        if self.journal is not None:
+            self.journal.append(s, i, j, cost)
+        self.stats.edges += 1
+        self.unsaved += 1
+
+    def save(self, force: bool = False) -> None:
+        due = self.unsaved >= self.save_every and time.perf_counter() - self.last_save >= self.save_seconds
+        if self.path is None or not (force or due):
+            return
+        self._update_info(time.perf_counter() - self.started)
+        self.matrix.save(self.path)
+        self.stats.saves += 1
+        self.last_save, self.unsaved = time.perf_counter(), 0
+
+    def _update_info(self, seconds: float) -> None:
+        self.matrix.info["evaluations"] = int(self.base["evaluations"]) + self.stats.evaluations
+        self.matrix.info["seconds"] = float(self.base["seconds"]) + seconds
+        self.matrix.info["runs"] = int(self.base["runs"]) + self.stats.runs
+
+    def trajectory(self, s: int, seed_s: int) -> Trajectory:
+        """Seed ``s``'s full-compute run: read back when saved, else recorded (and saved)."""
+        n = self.setup.steps
+        trajectory = load_trajectory(trajectory_path(self.path, s), seed_s, n) if self.path is not None else None
+        if trajectory is not None:
+            self.stats.reused_trajectories += 1
+            return trajectory
+        trajectory = record_trajectory_setup(self.setup, seed_s)
+        self.stats.recorded += 1
+        if self.path is not None:
+            save_trajectory(trajectory_path(self.path, s), trajectory)
+        self.account(trajectory)  # stored first, then reported: a progress hook may raise to cancel
+        return trajectory
+
+    def check_replay(self, trajectory: Trajectory) -> None:
+        """Once per call: does replaying from a recorded latent repeat the full run on this machine?"""
+        _check_interrupt()
+        self.stats.exact_replay, check_run = replay_is_exact(self.setup, trajectory)
+        if check_run is not None:
+            self.account(check_run)
+        if not self.stats.exact_replay:
+            log.warning("OTCache calibration: replaying %s from a recorded latent does not reproduce the full run on "
+                        "this machine; comparing each edge with an uncached tail replay instead", self.setup.sampler_name)
+            self.exact = False
+            self.total = max(self.total, self.done + _planned_evaluations(self.matrix, self.exact))
+
+    def seed(self, s: int) -> None:
+        matrix, setup = self.matrix, self.setup
+        pending = matrix.pending(s)
+        if not pending and _final_key(s) in matrix.extras:
+            return
+        _check_interrupt()
+        seed_s = _seed_value(self.first_seed, s)
+        trajectory = self.trajectory(s, seed_s)
+        matrix.extras[_final_key(s)] = trajectory.final.detach().to("cpu", torch.float32)
+        if matrix.edge_cost == "local":
+            costs = local_edge_costs(trajectory.directions(), trajectory.sigmas, matrix.max_skip)
+            for _, i, j in pending:
+                self.record(s, i, j, costs[i, j])
+            self.save(force=True)
+            return
+        if pending and self.exact and self.stats.exact_replay is None:
+            self.check_replay(trajectory)
+        self.save(force=True)
+        reference_i, reference = None, trajectory.final
+        for _, i, j in pending:
+            if not self.exact and reference_i != i:
+                _check_interrupt()
+                replay = setup.sample(seed_s, None, start_step=i, start_x=trajectory.xs[i])
+                reference, reference_i = replay.final, i
+                self.account(replay)
+            _check_interrupt()
+            tail = setup.sample(seed_s, tail_schedule(setup.steps, i, j), self.mode, start_step=i,
+                                start_x=trajectory.xs[i])
+            self.record(s, i, j, error(tail.final, reference))
+            self.account(tail)
+            if self.status is not None:
+                self.status(f"OTCache calibration: {matrix.edges_done}/{matrix.edges_total} edge runs, "
+                            f"{self.stats.evaluations} evaluations, {time.perf_counter() - self.started:.1f} s")
+            self.save()
+
+    def finish(self) -> None:
+        self.stats.seconds = time.perf_counter() - self.started
+        self._update_info(self.stats.seconds)
+        if self.path is not None:
+            self.save(force=True)
 
 
 def measure_schedule(setup: SamplingSetup, seed: int, schedule: Schedule, references: Sequence[torch.Tensor],

@@ -421,121 +421,111 @@ def search(
     Returns the best schedule found (``source="anchor"``; metrics ``objective``,
     ``trials`` (COMPLETE trials in the study), ``objective_calls`` (real calls in this
     call), ``objective_calls_total`` (in the study), ``best_trial``; params ``knots``,
-    (``extra_seeds``: more ``(label, schedule)`` seed trials, e.g. the graph search's solution
-    at this budget, measured first like the others)
     ``seed``, ``study_name``, ``increments`` (the best trial's parameters) and, when the
     best trial is a seed trial, ``seed_trial`` (its label; its schedule is the exact seed,
-    which the increments only approximate)) and the Optuna study. Raises
-    :class:`AnchorSearchError` for invalid inputs, and when the search stopped before
-    any trial completed.
+    which the increments only approximate)) and the Optuna study. ``extra_seeds``: more
+    ``(label, schedule)`` seed trials (e.g. the graph search's solution at this budget),
+    measured first like the others. Raises :class:`AnchorSearchError` for invalid inputs,
+    and when the search stopped before any trial completed.
     """
     steps, budget, reference, trials, knots, seed = _validate(
         objective, steps, budget, reference, trials, seed, storage, study_name, knots, on_trial, should_stop
     )
     names = param_names(knots)
+    study = _open_study(storage, study_name, seed, steps, budget, knots, reference)
+    reclaimed = reclaim_dead_trials(study)
+    measured = _measured_from(study)
+    _enqueue_seeds(study, names, measured, _seed_trials(reference, budget, steps, knots, extra_seeds))
+    trial_runner = _TrialRunner(objective, study, names, budget, steps, measured)
+    after_trial = _reporter(on_trial)
+    while True:
+        _, complete, _ = _best(study)
+        seeds_waiting = any(ATTR_SEED_SCHEDULE in t.user_attrs
+                            for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        if (complete >= trials and not seeds_waiting) or (should_stop is not None and should_stop()):
+            break
+        study.optimize(trial_runner, n_trials=1, callbacks=[after_trial], catch=(), gc_after_trial=False)
+    return _anchor_of(study, names, knots, seed, trial_runner.calls, reclaimed), study
+
+
+def _open_study(storage, study_name, seed: int, steps: int, budget: int, knots: int, reference) -> optuna.Study:
+    """Create or resume the study (multivariate TPE, fixed seed) and check it was made for this search."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=N_STARTUP_TRIALS, multivariate=True)
-    study = optuna.create_study(
-        storage=_open_storage(storage),
-        sampler=sampler,
-        study_name=study_name,
-        direction="minimize",
-        load_if_exists=True,
-    )
+    study = optuna.create_study(storage=_open_storage(storage), sampler=sampler, study_name=study_name,
+                                direction="minimize", load_if_exists=True)
     _check_study(study, steps, budget, knots, seed, reference)
-    reclaimed = reclaim_dead_trials(study)
+    return study
 
-    measured = _measured_from(study)
-    waiting = {
-        t.user_attrs.get(ATTR_SEED_SCHEDULE)
-        for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-    }
-    for label, schedule, params in _seed_trials(reference, budget, steps, knots, extra_seeds):
+
+def _enqueue_seeds(study: optuna.Study, names: list[str], measured: dict[str, float], seeds) -> None:
+    """Queue each seed trial whose schedule is neither measured nor already waiting."""
+    waiting = {t.user_attrs.get(ATTR_SEED_SCHEDULE) for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
+    for label, schedule, params in seeds:
         key = str(schedule)
         if key in measured or key in waiting:
             continue
-        study.enqueue_trial(
-            dict(zip(names, params)), user_attrs={ATTR_SEED: label, ATTR_SEED_SCHEDULE: key}
-        )
+        study.enqueue_trial(dict(zip(names, params)), user_attrs={ATTR_SEED: label, ATTR_SEED_SCHEDULE: key})
         waiting.add(key)
 
-    calls = 0
 
-    def run_trial(trial: optuna.Trial) -> float:
-        nonlocal calls
+class _TrialRunner:
+    """One trial: the schedule it proposes, scored once (a schedule measured before, here or by another worker, is reused)."""
+
+    def __init__(self, objective: Objective, study: optuna.Study, names: list[str], budget: int, steps: int,
+                 measured: dict[str, float]):
+        self.objective, self.study, self.names = objective, study, names
+        self.budget, self.steps, self.measured = budget, steps, measured
+        self.calls = 0
+
+    def __call__(self, trial: optuna.Trial) -> float:
         trial.set_user_attr(ATTR_OWNER, owner_token())
-        increments = [trial.suggest_float(name, INCREMENT_LOW, INCREMENT_HIGH, log=True) for name in names]
+        increments = [trial.suggest_float(name, INCREMENT_LOW, INCREMENT_HIGH, log=True) for name in self.names]
         fixed = trial.user_attrs.get(ATTR_SEED_SCHEDULE)
         if fixed is not None:
             schedule = Schedule.parse(fixed, source="anchor")
         else:
-            schedule = schedule_from_increments(increments, budget, steps, source="anchor")
+            schedule = schedule_from_increments(increments, self.budget, self.steps, source="anchor")
         key = str(schedule)
         trial.set_user_attr(ATTR_SCHEDULE, key)
-        if key not in measured:
-            measured.update(_measured_from(study))  # another worker may have measured it
-        if key in measured:
+        if key not in self.measured:
+            self.measured.update(_measured_from(self.study))  # another worker may have measured it
+        if key in self.measured:
             trial.set_user_attr(ATTR_MEASURED, False)
-            return measured[key]
-        value = objective(schedule)
+            return self.measured[key]
+        value = self.objective(schedule)
         if not _is_finite_number(value):
-            raise AnchorSearchError(
-                f"the objective returned {value!r} for schedule {key}; it must return a finite number"
-            )
-        value = float(value)
-        calls += 1
-        measured[key] = value
+            raise AnchorSearchError(f"the objective returned {value!r} for schedule {key}; it must return a finite number")
+        self.calls += 1
+        self.measured[key] = float(value)
         trial.set_user_attr(ATTR_MEASURED, True)
-        return value
+        return float(value)
+
+
+def _reporter(on_trial: OnTrial | None):
+    """The Optuna callback that hands each COMPLETE trial and the best so far to ``on_trial``."""
 
     def after_trial(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
         if on_trial is None or frozen.state != TrialState.COMPLETE:
             return
         best, _, _ = _best(study)
-        on_trial(
-            frozen.number,
-            Schedule.parse(frozen.user_attrs[ATTR_SCHEDULE], source="anchor"),
-            float(frozen.value),
-            Schedule.parse(best.user_attrs[ATTR_SCHEDULE], source="anchor"),
-            float(best.value),
-        )
+        on_trial(frozen.number, Schedule.parse(frozen.user_attrs[ATTR_SCHEDULE], source="anchor"), float(frozen.value),
+                 Schedule.parse(best.user_attrs[ATTR_SCHEDULE], source="anchor"), float(best.value))
 
-    while True:
-        _, complete, _ = _best(study)
-        seeds_waiting = any(
-            ATTR_SEED_SCHEDULE in t.user_attrs
-            for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-        )
-        if complete >= trials and not seeds_waiting:
-            break
-        if should_stop is not None and should_stop():
-            break
-        study.optimize(run_trial, n_trials=1, callbacks=[after_trial], catch=(), gc_after_trial=False)
+    return after_trial
 
+
+def _anchor_of(study: optuna.Study, names: list[str], knots: int, seed: int, calls: int, reclaimed: int) -> Schedule:
+    """The study's best trial as the anchor schedule, with its params and metrics (see :func:`search`)."""
     best, complete, total_calls = _best(study)
     if best is None:
         raise AnchorSearchError(
-            f"the anchor search stopped before any trial completed (study {study.study_name!r}); "
-            "run it again to resume"
+            f"the anchor search stopped before any trial completed (study {study.study_name!r}); run it again to resume"
         )
-    anchor = Schedule.parse(
-        best.user_attrs[ATTR_SCHEDULE],
-        source="anchor",
-        params={
-            "knots": knots,
-            "seed": seed,
-            "study_name": study.study_name,
-            "increments": [best.params[name] for name in names],
-            **({"seed_trial": best.user_attrs[ATTR_SEED]} if ATTR_SEED in best.user_attrs else {}),
-        },
-        metrics={
-            "objective": float(best.value),
-            "trials": complete,
-            "objective_calls": calls,
-            "objective_calls_total": total_calls,
-            "best_trial": best.number,
-            "reclaimed_trials": reclaimed,
-        },
-    )
-    return anchor, study
+    params = {"knots": knots, "seed": seed, "study_name": study.study_name,
+              "increments": [best.params[name] for name in names],
+              **({"seed_trial": best.user_attrs[ATTR_SEED]} if ATTR_SEED in best.user_attrs else {})}
+    metrics = {"objective": float(best.value), "trials": complete, "objective_calls": calls,
+               "objective_calls_total": total_calls, "best_trial": best.number, "reclaimed_trials": reclaimed}
+    return Schedule.parse(best.user_attrs[ATTR_SCHEDULE], source="anchor", params=params, metrics=metrics)
