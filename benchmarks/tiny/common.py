@@ -20,6 +20,7 @@ import torch  # noqa: E402
 from comfyui_otcache.demo import tiny_data as data  # noqa: E402
 from comfyui_otcache.demo.tiny import FAMILIES, Family, codec_for, conditioning, empty_latent, get_family, load_weights  # noqa: E402,F401
 from comfyui_otcache.demo.tiny import WEIGHTS as SHIPPED_WEIGHTS  # noqa: E402,F401
+from comfyui_otcache.demo.tiny_models import build_tiny_model  # noqa: E402,F401  (the scripts build through common)
 
 WEIGHTS = HERE / "weights"  # training records: loss curves, sample grids, per-step losses
 
