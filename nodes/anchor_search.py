@@ -271,19 +271,20 @@ class OTCacheAnchorSearch(io.ComfyNode):
                 io.String.Input("storage", default="", optional=True, tooltip=(
                     "Optuna storage URL. Empty: an SQLite file in ComfyUI's user directory. A PostgreSQL URL "
                     "(postgresql://user@host/db) lets several ComfyUI machines work on one study.")),
+                # Added later: optional and last, so saved workflows keep their widget values in place.
+                io.Combo.Input("budget_path", options=["measure", "off"], default="measure", optional=True, advanced=True, tooltip=(
+                    "measure: after the search, score a knot at every budget between the anchor and the reference "
+                    "(the better of the OT-interpolated schedule and the graph search's, then a few one-step moves), "
+                    "so every slider position is measured, and the slider draws the curve. About (K_r - K_a) x 6 "
+                    "samplings per seed. off: the slider interpolates reference and anchor only.")),
+                io.Int.Input("neighbour_evals", default=4, min=0, max=64, optional=True, advanced=True, tooltip=(
+                    "Per knot, how many one-step neighbours of the best candidate may be scored (hill climbing); "
+                    "0 = only the interpolated and the graph schedule.")),
                 io.Combo.Input("reuse", options=list(REUSE_MODES), default="auto", advanced=True,
                                tooltip="Reuse mode to measure; use the one the Cached Model will run."),
                 io.Combo.Input("metric", options=["lpips", "ssim"], default="lpips", advanced=True, tooltip=(
                     "lpips: LPIPS (AlexNet), as in the paper; falls back to 1 - SSIM, and says so, when its weights "
                     "cannot be loaded. ssim: 1 - SSIM directly.")),
-                io.Combo.Input("budget_path", options=["measure", "off"], default="measure", advanced=True, tooltip=(
-                    "measure: after the search, score a knot at every budget between the anchor and the reference "
-                    "(the better of the OT-interpolated schedule and the graph search's, then a few one-step moves), "
-                    "so every slider position is measured, and the slider draws the curve. About (K_r - K_a) x 6 "
-                    "samplings per seed. off: the slider interpolates reference and anchor only.")),
-                io.Int.Input("neighbour_evals", default=4, min=0, max=64, advanced=True, tooltip=(
-                    "Per knot, how many one-step neighbours of the best candidate may be scored (hill climbing); "
-                    "0 = only the interpolated and the graph schedule.")),
             ],
             outputs=[
                 OTSchedule.Output(display_name="anchor", tooltip="The best schedule found; its LPIPS is in its metrics."),
