@@ -46,21 +46,11 @@ def _kernels(shape: str) -> list[tuple[np.ndarray, np.ndarray]]:
         kernels = []
         for size in SIZES:
             for angle in _ANGLES[:1] if shape == "circle" else _ANGLES:
-                inside = _mask_on(shape, x, y, size, angle)
+                inside = data._shape_mask(shape, 20.5, 20.5, size, angle, grid=(x, y))
                 grown = ndimage.binary_dilation(inside, iterations=RING)
                 kernels.append((inside.astype(np.float64), (grown & ~inside).astype(np.float64)))
         _KERNELS[shape] = kernels
     return _KERNELS[shape]
-
-
-def _mask_on(shape: str, x: np.ndarray, y: np.ndarray, size: float, angle: float) -> np.ndarray:
-    """The renderer's own shape mask (``tiny_data._shape_mask``) on a grid of its own."""
-    saved = data._X, data._Y
-    data._X, data._Y = x, y
-    try:
-        return data._shape_mask(shape, 20.5, 20.5, size, angle)
-    finally:
-        data._X, data._Y = saved
 
 
 def object_present(near: np.ndarray, shape: str) -> bool:
@@ -71,7 +61,9 @@ def object_present(near: np.ndarray, shape: str) -> bool:
     m = near.astype(np.float64)
     for inside, ring in _kernels(shape):
         filled = fftconvolve(m, inside[::-1, ::-1], mode="same") / inside.sum()
-        edge = fftconvolve(m, ring[::-1, ::-1], mode="same") / ring.sum()
+        # The ring's share in the colour among its pixels inside the image (outside counts as nothing).
+        inside_image = fftconvolve(np.ones_like(m), ring[::-1, ::-1], mode="same")
+        edge = fftconvolve(m, ring[::-1, ::-1], mode="same") / np.maximum(inside_image, 1e-9)
         if np.any((filled >= MIN_INSIDE) & (edge <= MAX_RING)):
             return True
     return False
@@ -139,7 +131,7 @@ def load_background_classifier(path: Path = WEIGHTS) -> BackgroundClassifier:
         raise FileNotFoundError(f"no background classifier at {path}; train it with "
                                 "benchmarks/tiny/train_prompt_check.py")
     model = BackgroundClassifier()
-    model.load_state_dict(load_file(str(path)))
+    model.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})  # stored as float16
     return model.eval()
 
 

@@ -150,10 +150,12 @@ def _background(rng: np.random.Generator, kind: str) -> np.ndarray:
     return c1[None, None] * (1 - w[..., None]) + c2[None, None] * w[..., None]
 
 
-def _shape_mask(shape: str, cx: float, cy: float, size: float, angle: float) -> np.ndarray:
+def _shape_mask(shape: str, cx: float, cy: float, size: float, angle: float, grid=None) -> np.ndarray:
+    """The shape's pixels on the image grid (or on ``grid = (x, y)``, pixel centres)."""
+    x, y = grid if grid is not None else (_X, _Y)
     ca, sa = math.cos(angle), math.sin(angle)
-    u = (_X - cx) * ca + (_Y - cy) * sa
-    v = -(_X - cx) * sa + (_Y - cy) * ca
+    u = (x - cx) * ca + (y - cy) * sa
+    v = -(x - cx) * sa + (y - cy) * ca
     if shape == "circle":
         return u * u + v * v <= size * size
     if shape == "square":

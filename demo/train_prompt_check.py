@@ -42,7 +42,7 @@ def main() -> None:
     report = {"steps": args.steps, "threads": args.threads, "heldout_prompts": args.heldout,
               "pass_true_images": float(np.mean(pc.check_images(model, prompts, images))),
               "pass_true_frames": float(np.mean(pc.check_images(model, prompts, frames)))}
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.half().contiguous() for k, v in model.state_dict().items()}  # float16: small to ship
     save_file(state, str(pc.WEIGHTS), metadata={k: str(v) for k, v in report.items()})
     print(json.dumps(report))
 

@@ -39,6 +39,7 @@ traceback is ever sent.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -248,8 +249,6 @@ def register_routes(server: Any = None) -> bool:
 
     def make(handler):
         async def route(request: "web.Request") -> "web.Response":
-            import asyncio
-
             if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
                 return web.json_response({"error": f"the request body is {request.content_length} bytes; "
                                                    f"at most {MAX_BODY_BYTES}"}, status=400)
