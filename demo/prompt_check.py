@@ -2,11 +2,11 @@
 
 - **Objects** (no learning): a named object is present when some placement of the
   renderer's own shape mask (:func:`tiny_data._shape_mask`, at the renderer's sizes and
-  rotations, anywhere) lies mostly (:data:`MIN_INSIDE`) on pixels within
-  :data:`COLOUR_TOLERANCE` of the named colour, while the ring around it mostly
-  (:data:`MAX_RING`) does not: a region of that shape, not a larger field of the colour.
-  All placements at once by FFT convolution. A square rotated by 45 degrees *is* a
-  diamond (the renderer rotates every shape at random), so the two count as one shape.
+  orientations, anywhere) lies mostly on pixels within :data:`COLOUR_TOLERANCE` of the
+  named colour while the ring around it does not (a region of that shape, not a larger
+  field of the colour), and no other shape fits that region better (a square holds a
+  circle, but the square fits it better). All placements at once by FFT convolution.
+  The renderer draws shapes upright, so all five are told apart.
 - **Background kind**: a small CNN trained on the renderer's images (it learns the six
   kinds to 100% on held-out renders in a few hundred steps; :mod:`.train_prompt_check`).
 
@@ -28,24 +28,20 @@ from . import tiny_data as data
 
 WEIGHTS = Path(__file__).resolve().parent / "weights" / "background_check.safetensors"
 COLOUR_TOLERANCE = 0.25  # Euclidean RGB distance to a named colour (the renderer jitters by sigma 0.04)
-SIZES = (9.0, 11.0, 13.0, 15.0, 17.0)  # the renderer's named-object sizes, 9-17
-MIN_INSIDE = 0.7  # share of the shape's pixels in the colour (an object may be partly hidden)
-MAX_RING = 0.4  # share of a 2-pixel ring around it in the same colour (else it is a larger region)
-RING = 2
-# A square rotated by 45 degrees is a diamond: the two are one shape group.
-SHAPE_GROUPS = {"circle": ("circle",), "square": ("square", "diamond"), "diamond": ("square", "diamond"),
-                "triangle": ("triangle",), "bar": ("bar",)}
-_ANGLES = np.linspace(0, math.pi / 2, 8, endpoint=False)
+SIZES = tuple(np.arange(data.OBJECT_SIZES[0], data.OBJECT_SIZES[1] + 0.01, 0.5))  # the renderer's sizes, 0.5 apart
+MIN_FIT = 0.5  # fit_map: e.g. 80% of the shape in the colour and at most 30% of the ring around it
+RING = 2  # pixels around the shape that should not be in its colour (else it is part of a larger region)
+NEIGHBOURHOOD = 15  # pixels (a window): where another shape fits better, this region is that shape
 _KERNELS: dict = {}
 
 
 def _kernels(shape: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(inside, ring) masks of ``shape`` over the renderer's sizes and rotations, centred in a 41x41 box."""
+    """(inside, ring) masks of ``shape`` over the renderer's sizes and orientations, centred in a 41x41 box."""
     if shape not in _KERNELS:
         y, x = np.mgrid[0:41, 0:41] + 0.5
         kernels = []
         for size in SIZES:
-            for angle in _ANGLES[:1] if shape == "circle" else _ANGLES:
+            for angle in data.SHAPE_ANGLES[shape]:
                 inside = data._shape_mask(shape, 20.5, 20.5, size, angle, grid=(x, y))
                 grown = ndimage.binary_dilation(inside, iterations=RING)
                 kernels.append((inside.astype(np.float64), (grown & ~inside).astype(np.float64)))
@@ -53,20 +49,32 @@ def _kernels(shape: str) -> list[tuple[np.ndarray, np.ndarray]]:
     return _KERNELS[shape]
 
 
-def object_present(near: np.ndarray, shape: str) -> bool:
-    """Whether some placement of ``shape`` (any size and rotation the renderer uses) is mostly inside
-    ``near`` (a 64x64 bool mask of one colour) while the ring around it mostly is not."""
+def fit_map(near: np.ndarray, shape: str) -> np.ndarray:
+    """Per pixel, how well ``shape`` centred there fits the colour region ``near`` (64x64 bool):
+    the best, over the renderer's sizes and orientations, of (share of the shape's pixels in
+    the colour) - (share of the ring around it in the colour, counting its pixels inside the image)."""
     from scipy.signal import fftconvolve
 
     m = near.astype(np.float64)
+    best = np.full(m.shape, -1.0)
     for inside, ring in _kernels(shape):
         filled = fftconvolve(m, inside[::-1, ::-1], mode="same") / inside.sum()
-        # The ring's share in the colour among its pixels inside the image (outside counts as nothing).
         inside_image = fftconvolve(np.ones_like(m), ring[::-1, ::-1], mode="same")
         edge = fftconvolve(m, ring[::-1, ::-1], mode="same") / np.maximum(inside_image, 1e-9)
-        if np.any((filled >= MIN_INSIDE) & (edge <= MAX_RING)):
-            return True
-    return False
+        np.maximum(best, filled - edge, out=best)
+    return best
+
+
+def object_present(near: np.ndarray, shape: str) -> bool:
+    """Whether ``near`` (a 64x64 bool mask of one colour) holds a region of ``shape``: somewhere the
+    shape fits (:func:`fit_map` at least :data:`MIN_FIT`) better than every other shape fits within
+    :data:`NEIGHBOURHOOD` pixels of there (a square holds a circle, but a square fits it better)."""
+    fits = {t: fit_map(near, t) for t in data.SHAPES}
+    ok = fits[shape] >= MIN_FIT
+    for other in data.SHAPES:
+        if other != shape:
+            ok &= fits[shape] > ndimage.maximum_filter(fits[other], size=NEIGHBOURHOOD)
+    return bool(ok.any())
 
 
 def colour_mask(image: np.ndarray, colour: str) -> np.ndarray:
@@ -146,7 +154,7 @@ def _as_64(images: torch.Tensor) -> torch.Tensor:
 def named_object_present(image: np.ndarray, colour: str, shape: str) -> bool:
     """Whether ``image`` (``[64, 64, 3]``) shows an object of ``colour`` and ``shape`` (either may be ``any``)."""
     colours = data.COLOUR_NAMES if colour == data.ANY else (colour,)
-    shapes = ("circle", "square", "triangle", "bar") if shape == data.ANY else SHAPE_GROUPS[shape][:1]
+    shapes = data.SHAPES if shape == data.ANY else (shape,)
     return any(object_present(colour_mask(image, c), s) for c in colours for s in shapes)
 
 

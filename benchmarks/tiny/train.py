@@ -164,7 +164,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=None, help="default: the family's")
     ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--ema", type=float, default=0.995)
-    ap.add_argument("--minutes", type=float, default=60.0, help="safety cap on training wall time")
+    ap.add_argument("--minutes", type=float, default=90.0, help="safety cap on training wall time")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads; results are deterministic for a given count (default: the family's)")
     ap.add_argument("--out", type=Path, default=WEIGHTS, help="training records (loss, samples, checkpoint)")
