@@ -4,7 +4,7 @@ ComfyUI's EasyCache and the published LeMiCa schedules, on held-out prompts and 
 For each model and step count N, at the target speedups (default 2, 3, 4.5, 6; budget
 ``K = round(N / speedup)``):
 
-- **OTCache**: stage 1 reference (global edge costs, ``nodes.calibration.calibrate``, on the
+- **OTCache**: stage 1 reference (global edge costs, ``otcache_comfy.calibration.calibrate``, on the
   calibration prompts; minimax ``best_path`` at the smallest speedup's budget), stage 2 anchor
   (``otcache_core.anchor.search``, Optuna TPE with a fixed seed, in memory, scored end to end
   by ``nodes.anchor_search.Objective``: LPIPS, or the stated 1 - SSIM fallback, against full
@@ -77,9 +77,9 @@ import torch  # noqa: E402
 from comfy_extras.nodes_easycache import EasyCacheNode  # noqa: E402
 from targets import TINY_FAMILIES, BenchError, BenchTarget, make_targets, prompt_seeds  # noqa: E402
 
-from comfyui_otcache.nodes.anchor_search import Objective, decode_frames  # noqa: E402
-from comfyui_otcache.nodes.cache_runtime import resolve_reuse  # noqa: E402
-from comfyui_otcache.nodes.calibration import SamplingSetup, calibrate  # noqa: E402
+from comfyui_otcache.otcache_comfy.anchor_run import Objective, decode_frames  # noqa: E402
+from comfyui_otcache.otcache_comfy.cache_runtime import resolve_reuse  # noqa: E402
+from comfyui_otcache.otcache_comfy.calibration import SamplingSetup, calibrate  # noqa: E402
 from comfyui_otcache.otcache_core import anchor as anchor_search  # noqa: E402
 from comfyui_otcache.otcache_core.atomic import write_atomic  # noqa: E402
 from comfyui_otcache.otcache_core.budget_path import build_path, path_schedule  # noqa: E402

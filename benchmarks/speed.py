@@ -33,7 +33,7 @@ import comfy.sample  # noqa: E402
 import torch  # noqa: E402
 
 from comfyui_otcache.demo.tiny_models import build_tiny_model, tiny_conditioning, tiny_latent  # noqa: E402
-from comfyui_otcache.nodes.cache_runtime import apply_otcache  # noqa: E402
+from comfyui_otcache.otcache_comfy.cache_runtime import apply_otcache  # noqa: E402
 from comfyui_otcache.otcache_core.interpolate import budget_for_speedup  # noqa: E402
 from comfyui_otcache.otcache_core.schedule import Schedule  # noqa: E402
 

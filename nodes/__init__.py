@@ -1,4 +1,3 @@
-"""ComfyUI adapters for OTCache: V3 nodes, the caching runtime, and test/demo model builders.
-
-Everything here may import ComfyUI; the algorithms live in ``otcache_core``.
+"""The V3 node classes of OTCache, and nothing else: thin adapters over ``otcache_comfy`` (ComfyUI-side
+library) and ``otcache_core`` (the algorithms); the demo nodes adapt the ``demo`` package.
 """

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from .cache_runtime import CACHE_DEVICES, REUSE_MODES, STEP_MISMATCH, apply_otcache
+from ..otcache_comfy.cache_runtime import CACHE_DEVICES, REUSE_MODES, STEP_MISMATCH, apply_otcache
 from .types import CATEGORY, OTSchedule
 
 

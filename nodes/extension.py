@@ -5,11 +5,11 @@ import logging
 
 from comfy_api.latest import ComfyExtension, io
 
+from ..otcache_comfy.routes import register_routes
 from .anchor_search import OTCacheAnchorSearch
 from .cached_model import OTCacheCachedModel
 from .demo import OTCacheDemoModel, OTCacheTinyFlux
 from .reference import OTCacheReference
-from .routes import register_routes
 from .schedule_nodes import (
     OTCacheBudgetSlider,
     OTCacheScheduleFromText,

@@ -10,7 +10,7 @@ skip nothing and cost 0. Two ways to get the others:
     For each edge, sample with only that segment cached, starting from the recorded
     full-compute latent :math:`x_i` at step :math:`i`, and measure the error of the
     final latent against full compute (:func:`error`), averaged over calibration
-    seeds. The sampling lives in ``nodes/calibration.py``; this module stores the
+    seeds. The sampling lives in ``otcache_comfy/calibration.py``; this module stores the
     results (:class:`CostMatrix`).
 
 ``local`` (a fast preview)

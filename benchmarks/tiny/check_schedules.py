@@ -1,7 +1,7 @@
 """Acceptance check of a trained tiny model against the published schedule of its family.
 
 1. Global-cost reference: for each of ``--prompts`` held-out prompts, a ``global`` edge-cost
-   calibration (``nodes.calibration.calibrate``: tails sampled from the recorded full
+   calibration (``otcache_comfy.calibration.calibrate``: tails sampled from the recorded full
    run, final-latent error) over ``--seeds`` seeds, euler / simple / ``--steps`` N / the model's cfg,
    window ``--max-skip`` W; the per-prompt mean cost matrices are averaged and the
    minimax path with budget ``round(N/5)`` is the reference.
@@ -32,7 +32,7 @@ import torch  # noqa: E402
 from acceptance import PUBLISHED, w1_steps  # noqa: E402
 
 from comfyui_otcache.demo.tiny import split_prompts  # noqa: E402
-from comfyui_otcache.nodes.calibration import SamplingSetup, calibrate  # noqa: E402
+from comfyui_otcache.otcache_comfy.calibration import SamplingSetup, calibrate  # noqa: E402
 from comfyui_otcache.otcache_core.edge_costs import CostMatrix  # noqa: E402
 from comfyui_otcache.otcache_core.graph import best_path  # noqa: E402
 from comfyui_otcache.otcache_core.metrics import psnr, ssim  # noqa: E402

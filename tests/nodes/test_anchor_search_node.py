@@ -7,7 +7,8 @@ import pytest
 from sampling import conditioning_pair
 
 from comfyui_otcache.demo.tiny_models import LatentRGBDecoder, build_tiny_model, tiny_latent
-from comfyui_otcache.nodes.anchor_search import OTCacheAnchorSearch, run_anchor_search
+from comfyui_otcache.nodes.anchor_search import OTCacheAnchorSearch
+from comfyui_otcache.otcache_comfy.anchor_run import run_anchor_search
 from comfyui_otcache.otcache_core.schedule import Schedule
 from comfyui_otcache.otcache_core.warp import schedule_from_warp, warp
 
@@ -46,8 +47,8 @@ def test_search_is_never_worse_than_its_seeds_and_resumes(setup, user_dir):
     assert (user_dir / "otcache" / "anchor" / "studies.db").is_file()
 
     # The seeds, measured the same way: the anchor is at least as good as both.
-    from comfyui_otcache.nodes.anchor_search import Objective
-    from comfyui_otcache.nodes.calibration import SamplingSetup
+    from comfyui_otcache.otcache_comfy.anchor_run import Objective
+    from comfyui_otcache.otcache_comfy.calibration import SamplingSetup
     from comfyui_otcache.otcache_core.perceptual import load_metric
 
     sampling = SamplingSetup(setup["model"], setup["positive"], setup["negative"], setup["latent_image"], "euler",

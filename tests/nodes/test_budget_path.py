@@ -7,10 +7,10 @@ import pytest
 from sampling import conditioning_pair
 
 from comfyui_otcache.demo.tiny_models import LatentRGBDecoder, build_tiny_model, tiny_latent
-from comfyui_otcache.nodes.anchor_search import Objective, run_anchor_search
-from comfyui_otcache.nodes.calibration import SamplingSetup
-from comfyui_otcache.nodes.reference import build_reference
 from comfyui_otcache.nodes.schedule_nodes import OTCacheBudgetSlider
+from comfyui_otcache.otcache_comfy.anchor_run import Objective, run_anchor_search
+from comfyui_otcache.otcache_comfy.calibration import SamplingSetup
+from comfyui_otcache.otcache_comfy.reference_build import build_reference
 from comfyui_otcache.otcache_core.budget_path import (
     build_path,
     graph_solutions_from_params,

@@ -32,7 +32,7 @@ import torch
 from comfy_server import free_port
 from test_example_workflows import FOLDER, _link_source, load, to_api_prompt, widgets  # noqa: F401
 
-from comfyui_otcache.demo import tiny_data
+from comfyui_otcache.demo import adapters, tiny_data
 from comfyui_otcache.demo.tiny_data import Prompt, PromptSyntaxError, parse_prompt
 from comfyui_otcache.nodes import demo
 from comfyui_otcache.nodes.demo import OTCacheTinyFlux, TinyFluxDecoder, TinyFluxWeightsError, load_tiny_flux
@@ -134,7 +134,7 @@ def test_tiny_flux_node_validates_prompts_before_running():
 
 def test_missing_weights_say_where_and_how_to_get_them(tmp_path, monkeypatch):
     missing = tmp_path / "flux.safetensors"
-    monkeypatch.setattr(demo, "TINY_FLUX_WEIGHTS", missing)
+    monkeypatch.setattr(adapters, "TINY_FLUX_WEIGHTS", missing)
     with pytest.raises(TinyFluxWeightsError) as raised:
         OTCacheTinyFlux.execute("any background; any any", "", 1)
     message = str(raised.value)
@@ -153,8 +153,8 @@ def test_weights_without_arch_metadata_are_refused(tmp_path):
 
 def test_a_replaced_weights_file_reruns_the_node(tmp_path, monkeypatch):
     copy = tmp_path / "flux.safetensors"
-    copy.write_bytes(demo.TINY_FLUX_WEIGHTS.read_bytes())
-    monkeypatch.setattr(demo, "TINY_FLUX_WEIGHTS", copy)
+    copy.write_bytes(adapters.TINY_FLUX_WEIGHTS.read_bytes())
+    monkeypatch.setattr(adapters, "TINY_FLUX_WEIGHTS", copy)
     before = OTCacheTinyFlux.fingerprint_inputs("any background; any any", "", 1)
     first, _ = load_tiny_flux()
     stat = copy.stat()

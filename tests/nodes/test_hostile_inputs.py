@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from comfyui_otcache.nodes import routes, schedule_nodes
+from comfyui_otcache.nodes import schedule_nodes
+from comfyui_otcache.otcache_comfy import routes, schedule_files
 from comfyui_otcache.otcache_core.presets import load_preset
 from comfyui_otcache.otcache_core.schedule import MAX_STEPS, Schedule, ScheduleError
 
@@ -162,24 +163,24 @@ def test_text_node_and_load_node_refuse_briefly(tmp_path, monkeypatch):
         assert len(str(error.value)) <= MAX_MESSAGE + 200  # plus the form hint
     folder = tmp_path / "schedules"
     folder.mkdir()
-    monkeypatch.setattr(schedule_nodes, "schedule_folders", lambda: [str(folder)])
-    monkeypatch.setattr(schedule_nodes.folder_paths, "get_full_path", lambda _kind, name: str(folder / name))
+    monkeypatch.setattr(schedule_files, "schedule_folders", lambda: [str(folder)])
+    monkeypatch.setattr(schedule_files.folder_paths, "get_full_path", lambda _kind, name: str(folder / name))
     (folder / "deep.json").write_text("[" * 100000)
     (folder / "huge.json").write_text("[" + "0," * 3_000_000 + "0]")
     (folder / "digits.json").write_text('{"format": "otcache.schedule", "version": 1, "steps": ' + "9" * 5000 + "}")
     for name in ("deep.json", "huge.json", "digits.json"):
         start = time.perf_counter()
         with pytest.raises(ScheduleError) as error:
-            schedule_nodes.read_schedule_file(name)
+            schedule_files.read_schedule_file(name)
         assert len(str(error.value)) <= MAX_MESSAGE + 200 and time.perf_counter() - start < MAX_SECONDS
 
 
 def test_save_refuses_a_name_too_long_in_bytes(tmp_path, monkeypatch):
-    monkeypatch.setattr(schedule_nodes, "schedule_folders", lambda: [str(tmp_path)])
+    monkeypatch.setattr(schedule_files, "schedule_folders", lambda: [str(tmp_path)])
     with pytest.raises(ScheduleError, match="bytes in UTF-8"):
-        schedule_nodes.write_schedule_file(Schedule.parse("10:0,9"), "日本語" * 36)
+        schedule_files.write_schedule_file(Schedule.parse("10:0,9"), "日本語" * 36)
     assert list(tmp_path.iterdir()) == []
-    path = schedule_nodes.write_schedule_file(Schedule.parse("10:0,9"), "日本語" * 20)
+    path = schedule_files.write_schedule_file(Schedule.parse("10:0,9"), "日本語" * 20)
     assert Schedule.from_json(open(path, encoding="utf-8").read()) == Schedule.parse("10:0,9")
 
 

@@ -1,4 +1,4 @@
-"""The preview routes behind the frontend's live Budget Slider (nodes/routes.py)."""
+"""The preview routes behind the frontend's live Budget Slider (otcache_comfy/routes.py)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,8 @@ import urllib.request
 
 import pytest
 
-from comfyui_otcache.nodes import routes, schedule_nodes
+from comfyui_otcache.nodes import schedule_nodes
+from comfyui_otcache.otcache_comfy import routes
 from comfyui_otcache.otcache_core.schedule import Schedule
 
 REFERENCE = {"preset": "lemica-flux1-dev-50-26"}

@@ -18,6 +18,7 @@ from comfyui_otcache.nodes.schedule_nodes import (
     OTCacheSchedulePreset,
     OTCacheScheduleSave,
 )
+from comfyui_otcache.otcache_comfy import schedule_files as sf
 from comfyui_otcache.otcache_core.schedule import Schedule, ScheduleError
 
 REFERENCE = Schedule.parse("50:0,1,2,3,4,5,6,7,8,9,10,12,15,18,20,25,30,35,39,42,44,45,46,47,48,49")
@@ -30,7 +31,7 @@ def schedules_dir(tmp_path, monkeypatch):
     """A temporary otcache_schedules folder in place of models/otcache_schedules."""
     folder = tmp_path / "otcache_schedules"
     folder.mkdir()
-    monkeypatch.setitem(folder_paths.folder_names_and_paths, sn.SCHEDULES_FOLDER, ([str(folder)], {".json"}))
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, sf.SCHEDULES_FOLDER, ([str(folder)], {".json"}))
     monkeypatch.setattr(folder_paths, "filename_list_cache", {})
     return folder
 
@@ -252,14 +253,14 @@ def test_save_refuses_a_symlink_leading_out(schedules_dir, tmp_path):
 
 def test_save_creates_a_missing_folder_and_keeps_old_file_on_failure(tmp_path, monkeypatch):
     folder = tmp_path / "new" / "otcache_schedules"
-    monkeypatch.setitem(folder_paths.folder_names_and_paths, sn.SCHEDULES_FOLDER, ([str(folder)], {".json"}))
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, sf.SCHEDULES_FOLDER, ([str(folder)], {".json"}))
     OTCacheScheduleSave.execute(schedule=REFERENCE, filename="a")
     assert (folder / "a.json").is_file()
 
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(sn.os, "replace", broken_replace)
+    monkeypatch.setattr(sf.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         OTCacheScheduleSave.execute(schedule=ANCHOR, filename="a", overwrite=True)
     assert Schedule.from_json((folder / "a.json").read_text()) == REFERENCE
@@ -289,18 +290,18 @@ def test_load_fingerprint_follows_file_contents(schedules_dir):
 
 def test_folder_registration_keeps_user_paths(monkeypatch, tmp_path):
     user = str(tmp_path / "mine")
-    monkeypatch.setitem(folder_paths.folder_names_and_paths, sn.SCHEDULES_FOLDER, ([user], set()))
-    sn.register_schedule_folder()
-    paths, extensions = folder_paths.folder_names_and_paths[sn.SCHEDULES_FOLDER]
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, sf.SCHEDULES_FOLDER, ([user], set()))
+    sf.register_schedule_folder()
+    paths, extensions = folder_paths.folder_names_and_paths[sf.SCHEDULES_FOLDER]
     default = os.path.join(folder_paths.models_dir, "otcache_schedules")
     assert paths == [user, default]
     assert extensions == {".json"}
-    sn.register_schedule_folder()  # idempotent
-    assert folder_paths.folder_names_and_paths[sn.SCHEDULES_FOLDER][0] == [user, default]
+    sf.register_schedule_folder()  # idempotent
+    assert folder_paths.folder_names_and_paths[sf.SCHEDULES_FOLDER][0] == [user, default]
 
-    monkeypatch.delitem(folder_paths.folder_names_and_paths, sn.SCHEDULES_FOLDER)
-    sn.register_schedule_folder()
-    assert folder_paths.folder_names_and_paths[sn.SCHEDULES_FOLDER] == ([default], {".json"})
+    monkeypatch.delitem(folder_paths.folder_names_and_paths, sf.SCHEDULES_FOLDER)
+    sf.register_schedule_folder()
+    assert folder_paths.folder_names_and_paths[sf.SCHEDULES_FOLDER] == ([default], {".json"})
 
 
 def test_progress_text_is_sent_when_a_server_runs(monkeypatch):

@@ -10,14 +10,14 @@ import torch
 from sampling import count_block_stack_calls, evaluations, sample
 
 from comfyui_otcache.demo.tiny_models import build_tiny_model
-from comfyui_otcache.nodes.cache_runtime import (
+from comfyui_otcache.nodes.cached_model import OTCacheCachedModel
+from comfyui_otcache.otcache_comfy.cache_runtime import (
     STATE_KEY,
     CacheState,
     OTCacheRuntimeError,
     apply_otcache,
     resolve_reuse,
 )
-from comfyui_otcache.nodes.cached_model import OTCacheCachedModel
 from comfyui_otcache.otcache_core.schedule import Schedule
 
 STEPS = 8

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from sampling import count_block_stack_calls, sample
 
 from comfyui_otcache.demo.tiny_models import build_tiny_model
-from comfyui_otcache.nodes.cache_runtime import apply_otcache
+from comfyui_otcache.otcache_comfy.cache_runtime import apply_otcache
 from comfyui_otcache.otcache_core.schedule import Schedule
 
 STEPS = 8

@@ -9,7 +9,7 @@ import torch
 from sampling import count_block_stack_calls, sample
 
 from comfyui_otcache.demo.tiny_models import build_tiny_model
-from comfyui_otcache.nodes.cache_runtime import apply_otcache, block_layout
+from comfyui_otcache.otcache_comfy.cache_runtime import apply_otcache, block_layout
 from comfyui_otcache.otcache_core.schedule import Schedule
 
 STEPS = 8

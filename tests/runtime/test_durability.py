@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from comfyui_otcache.nodes import calibration as cal
+from comfyui_otcache.otcache_comfy import calibration as cal
 from comfyui_otcache.otcache_core.edge_costs import CostMatrix, window_edges
 
 STEPS, WINDOW = 12, 4
@@ -26,7 +26,7 @@ CHILD = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from host import import_comfy, import_pack
     import_comfy(); import_pack()
-    from comfyui_otcache.nodes import calibration as cal
+    from comfyui_otcache.otcache_comfy import calibration as cal
     from comfyui_otcache.demo.tiny_models import build_tiny_model, tiny_latent
     from sampling import conditioning_pair
     from pathlib import Path

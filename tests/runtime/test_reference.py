@@ -11,9 +11,11 @@ import torch
 from sampling import conditioning_pair, count_block_stack_calls
 
 from comfyui_otcache.demo.tiny_models import build_tiny_model, tiny_latent
-from comfyui_otcache.nodes import calibration as cal
-from comfyui_otcache.nodes.cache_runtime import apply_otcache
-from comfyui_otcache.nodes.reference import OTCacheReference, build_reference, cost_heatmap, heatmap_shape
+from comfyui_otcache.nodes.reference import OTCacheReference
+from comfyui_otcache.otcache_comfy import calibration as cal
+from comfyui_otcache.otcache_comfy.cache_runtime import apply_otcache
+from comfyui_otcache.otcache_comfy.plots import cost_heatmap, heatmap_shape
+from comfyui_otcache.otcache_comfy.reference_build import build_reference
 from comfyui_otcache.otcache_core.edge_costs import CostMatrix, edge_evaluations, error, window_edges
 from comfyui_otcache.otcache_core.graph import GraphSearchError
 from comfyui_otcache.otcache_core.schedule import Schedule

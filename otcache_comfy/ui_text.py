@@ -27,3 +27,20 @@ def send_node_text(node_id: str | None, text: str) -> bool:
         log.debug("OTCache: could not send progress text: %s", error)
         return False
     return True
+
+
+def node_id_of(cls) -> str | None:
+    """The id of the node a V3 node class is executing for (None when called from Python)."""
+    hidden = getattr(cls, "hidden", None)
+    return getattr(hidden, "unique_id", None) if hidden is not None else None
+
+
+def node_ui(cls, schedule, text: str) -> dict:
+    """The ``ui`` payload of a node showing ``text`` (and ``schedule``), also sent as progress text.
+
+    ``ui["text"]`` is the text, ``ui["otcache_schedule"]`` the schedule's JSON object
+    (empty list when there is none), which the frontend draws as a strip. Progress text
+    is sent only when a server runs and the node knows its id.
+    """
+    send_node_text(node_id_of(cls), text)
+    return {"text": [text], "otcache_schedule": [schedule.to_dict()] if schedule is not None else []}

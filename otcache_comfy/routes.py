@@ -23,7 +23,7 @@ A SOURCE names a schedule the way the upstream node holds it:
 - a schedule JSON object (``{"format": "otcache.schedule", ...}``).
 
 ``steps`` (0 = the reference's step count) and ``mapping`` are the slider's other
-widgets and are optional. The preview runs ``OTCacheBudgetSlider.execute`` itself, so it
+widgets and are optional. The preview runs the node's own :func:`.slider.slider_schedule`, so it
 gives exactly the schedule (and the error messages) the node gives when queued.
 
 Answer (200)::
@@ -46,9 +46,10 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from ..otcache_core.interpolate import MAPPINGS, budget_range
+from ..otcache_core.interpolate import MAPPINGS
 from ..otcache_core.presets import load_preset
 from ..otcache_core.schedule import COMPACT_FORM_HINT, MAX_STEPS, Schedule, ScheduleError, clip
+from .slider import describe, slider_schedule
 from .ui_text import prompt_server
 
 log = logging.getLogger("otcache")
@@ -157,8 +158,6 @@ def schedule_answer(schedule: Schedule) -> dict[str, Any]:
 
 def preview(payload: Any) -> dict[str, Any]:
     """The Budget Slider's schedule for a preview request (RequestError/ScheduleError if invalid)."""
-    from .schedule_nodes import OTCacheBudgetSlider
-
     body = _check_keys(payload, PREVIEW_KEYS, ("reference", "anchor", "speedup"))
     reference = resolve_source(body["reference"], "reference")
     anchor = resolve_source(body["anchor"], "anchor")
@@ -169,31 +168,28 @@ def preview(payload: Any) -> dict[str, Any]:
         mapping = "linear"
     if mapping not in MAPPINGS:
         raise RequestError(f"mapping must be one of {', '.join(MAPPINGS)}; got {clip(mapping, 40)}")
-    anchor_budget, n = budget_range(reference, anchor, steps or None)
-    # The node itself (called as the tests call it: no hidden inputs, so nothing is sent
-    # to any client), so a preview is exactly what queueing would give.
-    output = OTCacheBudgetSlider.execute(reference=reference, anchor=anchor, speedup=speedup, steps=steps, mapping=mapping)
-    schedule = output.args[0]
+    # The node's own computation, so a preview is exactly what queueing would give.
+    result = slider_schedule(reference, anchor, speedup, steps, mapping)
+    schedule = result.schedule
     params = schedule.params
     answer = schedule_answer(schedule)
     answer.update(
-        text=output.ui["text"][0],
+        text=result.text,
         requested_speedup=speedup,
-        max_speedup=n / anchor_budget,
-        min_budget=anchor_budget,
+        max_speedup=result.max_speedup,
+        min_budget=result.min_budget,
         **{key: params[key] for key in ("lambda", "segment", "mapping", "reference", "anchor") if key in params},
     )
     if "note" in params:
         answer["note"] = params["note"]
     if "path" in params:
         answer["path"] = params["path"]
-    answer["curve"] = (output.ui.get("otcache_curve") or [None])[0]
+    answer["curve"] = result.curve
     return answer
 
 
 def single(payload: Any) -> dict[str, Any]:
     """One resolved schedule, for Preset and Text nodes before they run."""
-    from .schedule_nodes import describe
 
     body = _check_keys(payload, SCHEDULE_KEYS, SCHEDULE_KEYS)
     schedule = resolve_source(body["schedule"], "schedule")

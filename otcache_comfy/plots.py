@@ -94,3 +94,82 @@ def labelled_row(images: Sequence[torch.Tensor], labels: Sequence[str], scale_to
         row.paste(tile, (x, 0))
         x += tile.width + 8
     return to_image_tensor(row)
+
+
+HEATMAP_SIZE = 512
+# ----------------------------------------------------------------- the cost heatmap (pure numpy)
+
+# viridis, sampled at 9 points; linear interpolation in between
+_VIRIDIS = np.array([
+    (68, 1, 84), (71, 44, 122), (59, 81, 139), (44, 113, 142), (33, 144, 141),
+    (39, 173, 129), (92, 200, 99), (170, 220, 50), (253, 231, 37)], dtype=np.float64) / 255.0
+_FORBIDDEN = np.array([0.16, 0.16, 0.16])  # inf: outside the window, or i >= j
+_FREE = np.array([0.45, 0.45, 0.45])  # cost 0: j = i + 1, nothing skipped
+_PATH = np.array([1.0, 1.0, 1.0])
+_BAR_GAP, _BAR_WIDTH = 6, 16
+
+
+def _colormap(u: np.ndarray) -> np.ndarray:
+    u = np.clip(u, 0.0, 1.0) * (len(_VIRIDIS) - 1)
+    lo = np.floor(u).astype(int).clip(0, len(_VIRIDIS) - 2)
+    frac = (u - lo)[..., None]
+    return _VIRIDIS[lo] * (1 - frac) + _VIRIDIS[lo + 1] * frac
+
+
+def heatmap_shape(steps: int, size: int = HEATMAP_SIZE) -> tuple[int, int, int, int]:
+    """Shape ``[1, H, W, 3]`` of :func:`cost_heatmap` for ``steps`` steps."""
+    cell = max(1, size // steps)
+    return (1, steps * cell, steps * cell + _BAR_GAP + _BAR_WIDTH, 3)
+
+
+def cost_heatmap(costs: np.ndarray, compute: tuple[int, ...] | None = None, size: int = HEATMAP_SIZE) -> torch.Tensor:
+    """The cost matrix as a ComfyUI IMAGE ``[1, H, W, 3]`` (0..1), log colour scale, path drawn on top.
+
+    Row i, column j is edge i -> j. Dark grey: forbidden; mid grey: cost 0 (j = i + 1);
+    viridis from the smallest (dark) to the largest (yellow) positive cost, log scale.
+    The chosen path's edges are framed in white and joined by a white staircase through
+    the diagonal (each computed step). The strip on the right is the colour scale.
+    """
+    c = np.asarray(costs, dtype=np.float64)
+    n = c.shape[0]
+    cell = max(1, size // n)
+    positive = c[np.isfinite(c) & (c > 0)]
+    cells = np.empty((n, n, 3))
+    cells[:] = _FORBIDDEN
+    if positive.size:
+        lo, hi = np.log10(positive.min()), np.log10(positive.max())
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = (np.log10(c) - lo) / (hi - lo) if hi > lo else np.full_like(c, 0.5)
+        colored = np.isfinite(c) & (c > 0)
+        cells[colored] = _colormap(u[colored])
+    upper = np.triu(np.ones((n, n), dtype=bool), k=1)
+    cells[upper & np.isfinite(c) & (c <= 0)] = _FREE
+    cells[~upper] = _FORBIDDEN
+    img = np.repeat(np.repeat(cells, cell, axis=0), cell, axis=1)
+
+    if compute is not None and len(compute) >= 2:
+        border = max(1, cell // 8)
+        line = max(1, cell // 10)
+
+        def center(k: int) -> int:
+            return k * cell + cell // 2
+
+        for a, b in zip(compute, compute[1:]):
+            y0, x0 = a * cell, b * cell
+            block = img[y0:y0 + cell, x0:x0 + cell]
+            block[:border] = _PATH
+            block[-border:] = _PATH
+            block[:, :border] = _PATH
+            block[:, -border:] = _PATH
+        # staircase: (a, a) -> right to (a, b) -> down to (b, b) -> ...
+        half = line // 2
+        for a, b in zip(compute, compute[1:]):
+            ya, xa, xb, yb = center(a), center(a), center(b), center(b)
+            img[ya - half:ya - half + line, xa:xb + 1] = _PATH
+            img[ya:yb + 1, xb - half:xb - half + line] = _PATH
+
+    height = n * cell
+    bar = _colormap(np.linspace(1.0, 0.0, height))[:, None, :].repeat(_BAR_WIDTH, axis=1)
+    gap = np.zeros((height, _BAR_GAP, 3))
+    out = np.concatenate([img, gap, bar], axis=1).astype(np.float32)
+    return torch.from_numpy(out)[None]
