@@ -61,11 +61,8 @@ from typing import Any, Callable
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-for _path in (str(HERE), str(REPO / "tests")):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
 
-from host import import_comfy, import_pack  # noqa: E402
+from devtools.host import import_comfy, import_pack  # noqa: E402
 
 import_comfy()
 import_pack()
@@ -75,8 +72,8 @@ import comfy.patcher_extension  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from comfy_extras.nodes_easycache import EasyCacheNode  # noqa: E402
-from targets import TINY_FAMILIES, BenchError, BenchTarget, make_targets, prompt_seeds  # noqa: E402
 
+from benchmarks.targets import TINY_FAMILIES, BenchError, BenchTarget, make_targets, prompt_seeds  # noqa: E402
 from comfyui_otcache.otcache_comfy.anchor_run import Objective, decode_frames  # noqa: E402
 from comfyui_otcache.otcache_comfy.cache_runtime import resolve_reuse  # noqa: E402
 from comfyui_otcache.otcache_comfy.calibration import SamplingSetup, calibrate  # noqa: E402

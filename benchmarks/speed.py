@@ -21,9 +21,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
 
-from host import import_comfy, import_pack  # noqa: E402
+from devtools.host import import_comfy, import_pack  # noqa: E402
 
 import_comfy()
 import_pack()

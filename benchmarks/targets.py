@@ -20,7 +20,6 @@ Calibration and evaluation prompts are disjoint; seeds are fixed per prompt (see
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -91,9 +90,7 @@ def prompt_seeds(cal_prompts: int, cal_seeds: int, eval_prompts: int) -> tuple[l
 
 
 def _tiny_common():
-    if str(TINY) not in sys.path:
-        sys.path.insert(0, str(TINY))
-    import common  # benchmarks/tiny/common.py: imports ComfyUI and the pack (as comfyui_otcache)
+    from benchmarks.tiny import common  # imports ComfyUI and the pack (as comfyui_otcache)
 
     return common
 

@@ -240,11 +240,29 @@ def link_pack(host: Path) -> None:
     say(f"pack linked: {link} -> {ROOT}")
 
 
+# ---------------------------------------------------------------- the import path
+
+PTH_NAME = "otcache-dev.pth"
+
+
+def write_import_path() -> None:
+    """A ``.pth`` file in the venv: the repository root (``devtools``, ``benchmarks``) importable from any script."""
+    python = venv_python()
+    done = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True)
+    pth = Path(done.stdout.strip()) / PTH_NAME
+    line = f"{ROOT}\n"
+    if not pth.is_file() or pth.read_text() != line:
+        pth.write_text(line)
+        say(f"import path: {pth} -> {ROOT}")
+
+
 def main() -> int:
     test_tools = "--test-tools" in sys.argv[1:]
     try:
         host = comfy_host()
         ensure_venv(host)
+        write_import_path()
         link_pack(host)
         if test_tools:
             ensure_test_system_packages()

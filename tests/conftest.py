@@ -6,14 +6,11 @@ is the fast subset.
 """
 from __future__ import annotations
 
-import sys
+from devtools.host import import_comfy, import_pack
+
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from host import import_comfy, import_pack  # noqa: E402
 
 import_comfy()
 import_pack()
@@ -22,7 +19,7 @@ import_pack()
 @pytest.fixture(scope="session")
 def comfy_server(tmp_path_factory):
     """A real ComfyUI server (main.py) with the pack in custom_nodes; stopped by PID at the end."""
-    from comfy_server import start_server
+    from devtools.server import start_server
 
     server = start_server(tmp_path_factory.mktemp("comfyui-server"))
     try:

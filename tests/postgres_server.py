@@ -13,7 +13,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from comfy_server import free_port
+from devtools.server import free_port
 
 
 def _program(name: str) -> str:

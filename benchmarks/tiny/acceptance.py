@@ -21,7 +21,7 @@ No sampling: everything comes from the benchmark's JSON.
 """
 from __future__ import annotations
 
-from common import HERE
+from benchmarks.tiny.common import HERE
 
 import argparse
 import json

@@ -20,7 +20,7 @@ Cost: global calibration is about N^2 W / 2 model evaluations per prompt and see
 """
 from __future__ import annotations
 
-from common import FAMILIES, HERE, codec_for, conditioning, data, empty_latent, get_family, load_trained
+from benchmarks.tiny.common import FAMILIES, HERE, codec_for, conditioning, data, empty_latent, get_family, load_trained
 
 import argparse
 import json
@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from acceptance import PUBLISHED, w1_steps  # noqa: E402
 
+from benchmarks.tiny.acceptance import PUBLISHED, w1_steps  # noqa: E402
 from comfyui_otcache.demo.tiny import split_prompts  # noqa: E402
 from comfyui_otcache.otcache_comfy.calibration import SamplingSetup, calibrate  # noqa: E402
 from comfyui_otcache.otcache_core.edge_costs import CostMatrix  # noqa: E402

@@ -1,15 +1,12 @@
 """Shared by the tiny-model scripts: ComfyUI import, architecture, training step, loading weights."""
 from __future__ import annotations
 
-import sys
+from devtools.host import import_comfy, import_pack
+
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(HERE))
-
-from host import import_comfy, import_pack  # noqa: E402
 
 import_comfy()
 import_pack()

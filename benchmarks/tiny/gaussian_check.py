@@ -23,7 +23,7 @@ that is decided early shows up as costly early edges and a front-loaded referenc
 """
 from __future__ import annotations
 
-from common import HERE, data, get_family, training_latents
+from benchmarks.tiny.common import HERE, data, get_family, training_latents
 
 import argparse
 import json
@@ -32,8 +32,8 @@ import comfy.model_sampling  # noqa: E402
 import comfy.samplers  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from acceptance import PUBLISHED, w1_steps  # noqa: E402
 
+from benchmarks.tiny.acceptance import PUBLISHED, w1_steps  # noqa: E402
 from comfyui_otcache.demo.tiny_models import build_tiny_model  # noqa: E402
 from comfyui_otcache.otcache_core.edge_costs import error, window_edges  # noqa: E402
 from comfyui_otcache.otcache_core.graph import best_path  # noqa: E402

@@ -12,7 +12,7 @@ with a green or red frame per sample.
 """
 from __future__ import annotations
 
-from common import HERE, codec_for, conditioning, data, empty_latent, get_family, load_trained
+from benchmarks.tiny.common import HERE, codec_for, conditioning, data, empty_latent, get_family, load_trained
 
 import argparse
 import json

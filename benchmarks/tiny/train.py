@@ -19,7 +19,7 @@ threads (HunyuanVideo).
 """
 from __future__ import annotations
 
-from common import (
+from benchmarks.tiny.common import (
     FAMILIES,
     SHIPPED_WEIGHTS,
     WEIGHTS,

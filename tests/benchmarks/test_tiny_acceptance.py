@@ -1,14 +1,9 @@
 """benchmarks/tiny/acceptance.py: own reference vs published (W1), published vs uniform per prompt."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks" / "tiny"))
-
-import acceptance  # noqa: E402
+from benchmarks.tiny import acceptance
 
 PUBLISHED_28 = [0, 1, 6, 13, 20, 27]  # lemica-flux1-dev-50-10 resampled to 28 steps
 

@@ -1,18 +1,13 @@
 """The tiny-model training kit (benchmarks/tiny, demo/tiny_data.py): data determinism, codec round trips, real training steps."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks" / "tiny"))
-
-import common  # noqa: E402
-from common import data  # noqa: E402  (demo/tiny_data.py)
+from benchmarks.tiny.common import data  # demo/tiny_data.py
 
 import comfy.model_management  # noqa: E402
 import pytest  # noqa: E402
+import torch
+
+from benchmarks.tiny import common
 
 
 def test_batches_are_deterministic_and_differ_by_index():

@@ -15,7 +15,7 @@ Artifacts: ``test-artifacts/browser-budget-slider.png`` on every run, and the RE
 """
 from __future__ import annotations
 
-from host import REPO_ROOT
+from devtools.host import REPO_ROOT
 
 import json
 import os

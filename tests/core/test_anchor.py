@@ -258,7 +258,6 @@ def test_stored_study_must_match_the_search(tmp_path):
 
 KILLED_RUN = """
 import hashlib, os, signal, sys
-sys.path.insert(0, {root!r})
 from otcache_core.anchor import search
 from otcache_core.schedule import Schedule
 calls = []
@@ -279,7 +278,7 @@ def test_resume_after_a_hard_kill(tmp_path, kill_at):
     storage = f"sqlite:///{tmp_path / 'anchor.db'}"
     log = tmp_path / "calls.txt"
     script = KILLED_RUN.format(
-        root=str(REPO_ROOT), log=str(log), kill_at=kill_at, n=N, k=K, reference=str(REFERENCE), storage=storage
+        log=str(log), kill_at=kill_at, n=N, k=K, reference=str(REFERENCE), storage=storage
     )
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, timeout=60)
     assert result.returncode == -signal.SIGKILL, result.stderr

@@ -14,7 +14,7 @@
 """
 from __future__ import annotations
 
-from host import REPO_ROOT
+from devtools.host import REPO_ROOT
 
 import json
 import math
@@ -29,13 +29,13 @@ import nodes as comfy_nodes
 import numpy as np
 import pytest
 import torch
-from comfy_server import free_port
 from test_example_workflows import FOLDER, _link_source, load, to_api_prompt, widgets  # noqa: F401
 
 from comfyui_otcache.demo import adapters, tiny_data
 from comfyui_otcache.demo.tiny_data import Prompt, PromptSyntaxError, parse_prompt
 from comfyui_otcache.nodes import demo
 from comfyui_otcache.nodes.demo import OTCacheTinyFlux, TinyFluxDecoder, TinyFluxWeightsError, load_tiny_flux
+from devtools.server import free_port
 
 WORKFLOW = "tiny-flux-trained-demo"
 SCRIPT = REPO_ROOT / "scripts" / "demo"

@@ -11,21 +11,19 @@ full-chain one runs Reference, Anchor Search, Budget Slider and Cached Model for
 """
 from __future__ import annotations
 
-from host import REPO_ROOT
+from devtools.host import REPO_ROOT
 
 import json
 import re
-from functools import lru_cache
 from pathlib import Path
 
 import pytest
 
+from devtools.workflow import CONTROL, FRONTEND_ONLY, WIDGET_TYPES, to_api_prompt, widget_specs  # noqa: F401
+
 FOLDER = REPO_ROOT / "example_workflows"
 WORKFLOWS = sorted(FOLDER.glob("*.json"))
-FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}  # virtual nodes, not in /object_info
 FILE_INPUTS = {"unet_name", "clip_name", "clip_name1", "clip_name2", "vae_name", "ckpt_name", "lora_name"}
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "COMFY_DYNAMICCOMBO_V3"}
-CONTROL = "control_after_generate"
 MODEL_WORKFLOWS = {
     "otcache-flux1-dev-budget-slider": ("flux1-dev", "EmptySD3LatentImage"),
     "otcache-qwen-image-budget-slider": ("qwen-image", "EmptySD3LatentImage"),
@@ -33,9 +31,6 @@ MODEL_WORKFLOWS = {
 }
 DEMO = "otcache-tiny-demo-cpu"
 FULL_CHAIN_DEMO = "otcache-tiny-demo-full-chain"
-# The frontend adds a control_after_generate widget to an INT input named like this unless
-# its spec says otherwise (ComfyUI frontend: `control_after_generate ?? ["seed", "noise_seed"].includes(name)`).
-SEED_NAMES = ("seed", "noise_seed")
 # widgets_values order of the nodes the file-only checks read by name (checked against the
 # server's schema in test_widget_orders_match_the_server).
 WIDGET_ORDER = {
@@ -68,28 +63,6 @@ def widgets(node: dict) -> dict:
 
 
 # ---------------------------------------------------------------- schema helpers
-
-
-def widget_specs(entry: dict) -> list[tuple[str, str, dict]]:
-    """(name, type, options) of each widget the frontend makes for a node, in widgets_values order."""
-    specs = []
-    inputs = entry["input"]
-    for section in ("required", "optional"):
-        for name in entry.get("input_order", {}).get(section, list(inputs.get(section, {}))):
-            spec = inputs[section][name]
-            kind = spec[0]
-            options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-            if options.get("forceInput"):
-                continue
-            if isinstance(kind, list):
-                specs.append((name, "COMBO", {**options, "options": kind}))
-            elif kind in WIDGET_TYPES:
-                specs.append((name, kind, options))
-            else:
-                continue
-            if options.get(CONTROL, kind == "INT" and name in SEED_NAMES):
-                specs.append((f"{name}.{CONTROL}", CONTROL, {"options": ["fixed", "increment", "decrement", "randomize"]}))
-    return specs
 
 
 def input_types(entry: dict) -> dict[str, str]:
@@ -186,27 +159,6 @@ def check_workflow(workflow: dict, info: dict) -> list[str]:
     return problems
 
 
-def to_api_prompt(workflow: dict, info: dict) -> dict:
-    """The API-format prompt the frontend would queue for a UI-format workflow (plain graphs only)."""
-    links = {link[0]: link for link in workflow["links"]}
-    prompt = {}
-    for node in workflow["nodes"]:
-        if node["type"] in FRONTEND_ONLY or node.get("mode", 0) != 0:
-            continue
-        inputs = {}
-        specs = widget_specs(info[node["type"]])
-        for (name, kind, _), value in zip(specs, node.get("widgets_values", [])):
-            if kind != CONTROL:
-                inputs[name] = value
-        for slot in node.get("inputs", []):
-            if slot.get("link") is not None:
-                link = links[slot["link"]]
-                inputs[slot["name"]] = [str(link[1]), link[2]]
-        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
-    return prompt
-
-
-@lru_cache(maxsize=1)
 # ---------------------------------------------------------------- files only
 
 

@@ -1,7 +1,7 @@
 """The pack loads the way ComfyUI 0.30 loads it: V3 entry point, fixed node ids, no V1 mappings."""
 from __future__ import annotations
 
-from host import REPO_ROOT
+from devtools.host import REPO_ROOT
 
 import asyncio
 

@@ -19,12 +19,11 @@ from comfyui_otcache.otcache_comfy import calibration as cal
 from comfyui_otcache.otcache_core.edge_costs import CostMatrix, window_edges
 
 STEPS, WINDOW = 12, 4
-HERE = Path(__file__).resolve().parents[1]  # tests/: host.py and sampling.py
+HERE = Path(__file__).resolve().parents[1]  # tests/: sampling.py
 
 CHILD = textwrap.dedent("""
     import sys, time
-    sys.path.insert(0, {tests!r})
-    from host import import_comfy, import_pack
+    from devtools.host import import_comfy, import_pack
     import_comfy(); import_pack()
     from comfyui_otcache.otcache_comfy import calibration as cal
     from comfyui_otcache.demo.tiny_models import build_tiny_model, tiny_latent
@@ -55,8 +54,9 @@ def setup_in_process():
 
 def run_child_until(path: Path, edges_before_kill: int) -> int:
     """Start the child calibration, SIGKILL it after ``edges_before_kill`` edges; the edges it reported."""
-    code = CHILD.format(tests=str(HERE), path=str(path), steps=STEPS, window=WINDOW)
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    code = CHILD.format(path=str(path), steps=STEPS, window=WINDOW)
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                             env={**os.environ, "PYTHONPATH": str(HERE)})  # the tests' sampling helpers
     seen = 0
     try:
         for line in child.stdout:

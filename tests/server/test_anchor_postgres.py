@@ -1,8 +1,6 @@
 """Two worker processes on one anchor study in a real PostgreSQL server (loopback, test-owned)."""
 from __future__ import annotations
 
-from host import REPO_ROOT
-
 import json
 import subprocess
 import sys
@@ -12,7 +10,6 @@ import pytest
 
 WORKER = r"""
 import json, sys
-sys.path.insert(0, {repo!r})
 from otcache_core.anchor import search
 from otcache_core.schedule import Schedule
 
@@ -34,7 +31,7 @@ print(json.dumps({{"finished": finished, "calls": calls}}))
 def test_two_workers_share_one_study_without_losing_trials(postgres_url):
     trials = 12
     workers = [
-        subprocess.Popen([sys.executable, "-c", WORKER.format(repo=str(REPO_ROOT), trials=trials, seed=seed,
+        subprocess.Popen([sys.executable, "-c", WORKER.format(trials=trials, seed=seed,
                                                               url=postgres_url)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for seed in (0, 1)
