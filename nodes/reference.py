@@ -12,7 +12,13 @@ import comfy.utils
 from comfy_api.latest import io
 
 from ..otcache_comfy.cache_runtime import REUSE_MODES
-from ..otcache_comfy.reference_build import DEFAULT_MAX_SKIP, DEFAULT_SEEDS, build_reference
+from ..otcache_comfy.reference_build import (
+    DEFAULT_MAX_SKIP,
+    DEFAULT_SEEDS,
+    ReferenceOptions,
+    build_reference,
+    reference_setup,
+)
 from ..otcache_comfy.ui_text import send_node_text
 from ..otcache_core.edge_costs import EDGE_COSTS
 from ..otcache_core.graph import OBJECTIVES
@@ -108,9 +114,9 @@ class OTCacheReference(io.ComfyNode):
                 last_status[0] = now
                 send_node_text(node_id, text)
 
-        result = build_reference(model, positive, negative, latent_image, seed, seeds, sampler_name, scheduler, steps,
-                                 cfg, budget, edge_cost, objective, max_skip, reuse, measure, progress=progress,
-                                 status=status)
+        setup = reference_setup(model, positive, negative, latent_image, sampler_name, scheduler, steps, cfg)
+        options = ReferenceOptions(seed, seeds, budget, edge_cost, objective, max_skip, reuse, measure)
+        result = build_reference(setup, options, progress=progress, status=status)
         send_node_text(node_id, result.text)
         log.info(result.text)
         return io.NodeOutput(result.schedule, result.image,

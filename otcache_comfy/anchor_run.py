@@ -194,16 +194,8 @@ def run_anchor_search(model, vae, positive, negative, latent_image: dict, seed: 
     comfy.model_management.throw_exception_if_processing_interrupted()
     path = None
     if budget_path == "measure":
-        evaluations_before = objective.evaluations
-        path = measure_budget_path(objective, reference_n, anchor.with_metadata(params={}, metrics={}), graph, study,
-                                   studies_dir() / f"{name}.path.json", neighbour_evals, image_metric.name, node_id)
-        lowest = path.knots[0]
-        if lowest.objective < anchor.metrics["objective"]:  # hill climbing improved the anchor itself
-            anchor = lowest.schedule.with_metadata(source="anchor", params=anchor.params, metrics={
-                **anchor.metrics, "objective": lowest.objective, "refined_by": lowest.origin})
-        anchor = anchor.with_metadata(params={**anchor.params, "path": path_to_params(path)}, metrics={
-            **anchor.metrics, "path_evaluations": objective.evaluations - evaluations_before,
-            "path_scored": path.scored})
+        anchor, path = _with_budget_path(anchor, objective, reference_n, graph, study, name, neighbour_evals,
+                                         image_metric.name, node_id)
     anchor = anchor.with_metadata(
         model=reference.model, sampler=sampler_name, scheduler=scheduler,
         metrics={**anchor.metrics, "metric": image_metric.name, "metric_note": image_metric.note,
@@ -211,7 +203,30 @@ def run_anchor_search(model, vae, positive, negative, latent_image: dict, seed: 
         params={**anchor.params, "storage": "default sqlite" if not storage.strip() else "custom",
                 "reuse": mode, "seeds": seed_list})
 
-    reference_at_budget = schedule_from_warp(warp(reference_n), budget, steps)
+    row, plot, text = _report(anchor, objective, reference_n, study, path, image_metric, seed_list, name)
+    return anchor, row, plot, text
+
+
+def _with_budget_path(anchor: Schedule, objective: Objective, reference: Schedule, graph: dict, study, name: str,
+                      neighbour_evals: int, metric: str, node_id: str | None) -> tuple[Schedule, BudgetPath]:
+    """Measure the budget path below ``reference``; the anchor carries it (and improves when its knot did)."""
+    evaluations_before = objective.evaluations
+    path = measure_budget_path(objective, reference, anchor.with_metadata(params={}, metrics={}), graph, study,
+                               studies_dir() / f"{name}.path.json", neighbour_evals, metric, node_id)
+    lowest = path.knots[0]
+    if lowest.objective < anchor.metrics["objective"]:  # hill climbing improved the anchor itself
+        anchor = lowest.schedule.with_metadata(source="anchor", params=anchor.params, metrics={
+            **anchor.metrics, "objective": lowest.objective, "refined_by": lowest.origin})
+    anchor = anchor.with_metadata(params={**anchor.params, "path": path_to_params(path)}, metrics={
+        **anchor.metrics, "path_evaluations": objective.evaluations - evaluations_before, "path_scored": path.scored})
+    return anchor, path
+
+
+def _report(anchor: Schedule, objective: Objective, reference: Schedule, study, path: BudgetPath | None,
+            image_metric: ImageMetric, seed_list: list[int], name: str) -> tuple:
+    """The node's pictures (full / reference warp / anchor on the first seed; the trials) and its text."""
+    budget, steps = anchor.budget, anchor.steps
+    reference_at_budget = schedule_from_warp(warp(reference), budget, steps)
     first = seed_list[0]
     row = labelled_row(
         [objective.references[first][0][0], objective.images(first, reference_at_budget)[0][0],
@@ -231,4 +246,4 @@ def run_anchor_search(model, vae, positive, negative, latent_image: dict, seed: 
         lines += [f"  {k.budget:>3} ({path.steps / k.budget:.2f}x) {k.objective:.4g} {k.origin}" for k in path.knots]
     if image_metric.note:
         lines.append(f"NOTE: {image_metric.note}")
-    return anchor, row, plot, "\n".join(lines)
+    return row, plot, "\n".join(lines)

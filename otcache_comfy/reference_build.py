@@ -21,7 +21,7 @@ import torch
 from ..otcache_core.budget_path import graph_solutions_to_params
 from ..otcache_core.edge_costs import EDGE_COSTS, ERROR_METRIC, CostMatrix, min_budget, window_costs
 from ..otcache_core.graph import GraphSearchError, all_graph_solutions, best_path, path_costs
-from ..otcache_core.schedule import Schedule
+from ..otcache_core.schedule import Schedule, as_integer
 from .cache_runtime import resolve_reuse
 from .calibration import (
     CalibrationStats,
@@ -63,117 +63,140 @@ def default_budget(steps: int, max_skip: int) -> int:
 
 
 def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"OTCache Reference: {name} must be an integer, got {value!r}")
-    if value < low:
-        raise ValueError(f"OTCache Reference: {name} must be at least {low}, got {value}")
-    return int(value)
+    return as_integer(value, f"OTCache Reference: {name}", low=low, error=ValueError)
 
 
-def build_reference(model, positive, negative, latent_image: dict, seed: int, seeds: int, sampler_name: str,
-                    scheduler: str, steps: int, cfg: float, budget: int = 0, edge_cost: str = "global",
-                    objective: str = "minimax", max_skip: int = DEFAULT_MAX_SKIP, reuse: str = "auto",
-                    measure: bool = True, *, progress: Callable[[int, int], None] | None = None,
+@dataclasses.dataclass(frozen=True)
+class ReferenceOptions:
+    """What OTCache Reference calibrates and solves for, beyond the sampling set-up (checked on creation)."""
+
+    seed: int = 0
+    seeds: int = DEFAULT_SEEDS
+    budget: int = 0  # 0: default_budget(steps, max_skip)
+    edge_cost: str = "global"
+    objective: str = "minimax"
+    max_skip: int = DEFAULT_MAX_SKIP
+    reuse: str = "auto"
+    measure: bool = True
+
+    def __post_init__(self) -> None:
+        for name, low in (("seeds", 1), ("max_skip", 2), ("budget", 0), ("seed", 0)):
+            object.__setattr__(self, name, _check_int(name, getattr(self, name), low))
+        if self.edge_cost not in EDGE_COSTS:
+            raise ValueError(f"OTCache Reference: edge_cost must be one of {', '.join(EDGE_COSTS)}, "
+                             f"got {self.edge_cost!r}")
+
+
+def reference_setup(model, positive, negative, latent_image: dict, sampler_name: str, scheduler: str, steps: int,
+                    cfg: float) -> SamplingSetup:
+    """The node's sampling inputs as a :class:`SamplingSetup` (a reference needs at least 3 steps)."""
+    steps = _check_int("steps", steps, 3)
+    return SamplingSetup(model, positive, negative, latent_image, sampler_name, scheduler, steps, float(cfg))
+
+
+def build_reference(setup: SamplingSetup, options: ReferenceOptions, *,
+                    progress: Callable[[int, int], None] | None = None,
                     status: Callable[[str], None] | None = None) -> ReferenceResult:
     """Calibrate (or load the cached calibration), search the graph, measure, draw. See the node."""
-    steps = _check_int("steps", steps, 3)
-    seeds = _check_int("seeds", seeds, 1)
-    max_skip = _check_int("max_skip", max_skip, 2)
-    budget = _check_int("budget", budget, 0)
-    seed = _check_int("seed", seed, 0)
-    if edge_cost not in EDGE_COSTS:
-        raise ValueError(f"OTCache Reference: edge_cost must be one of {', '.join(EDGE_COSTS)}, got {edge_cost!r}")
-    if budget == 0:
-        budget = default_budget(steps, max_skip)
-    # Feasibility first, before any sampling: the graph module's own messages.
-    try:
-        best_path(window_costs(steps, max_skip), budget, objective)
+    steps, opt = setup.steps, options
+    budget = opt.budget or default_budget(steps, opt.max_skip)
+    try:  # feasibility first, before any sampling: the graph module's own messages
+        best_path(window_costs(steps, opt.max_skip), budget, opt.objective)
     except GraphSearchError as exc:
-        raise GraphSearchError(f"OTCache Reference (steps {steps}, max_skip {max_skip}): {exc}") from None
-    check_uncached(model)
-    mode = resolve_reuse(model, reuse)
-
-    setup = SamplingSetup(model, positive, negative, latent_image, sampler_name, scheduler, steps, float(cfg))
-    key = calibration_key(setup, seed, seeds, edge_cost, max_skip, mode)
+        raise GraphSearchError(f"OTCache Reference (steps {steps}, max_skip {opt.max_skip}): {exc}") from None
+    check_uncached(setup.model)
+    mode = resolve_reuse(setup.model, opt.reuse)
+    key = calibration_key(setup, opt.seed, opt.seeds, opt.edge_cost, opt.max_skip, mode)
     path = calibration_path(key)
-    family = type(model.get_model_object("diffusion_model")).__name__
-    matrix, recovery = load_or_new(path, steps, max_skip, seeds, edge_cost, info={
-        "model": family, "sampler": sampler_name, "scheduler": scheduler, "steps": steps, "cfg": float(cfg),
-        "seed": seed, "seeds": seeds, "edge_cost": edge_cost, "max_skip": max_skip, "reuse": mode,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    family = type(setup.model.get_model_object("diffusion_model")).__name__
+    matrix, recovery = load_or_new(path, steps, opt.max_skip, opt.seeds, opt.edge_cost, info={
+        "model": family, "sampler": setup.sampler_name, "scheduler": setup.scheduler, "steps": steps,
+        "cfg": setup.cfg, "seed": opt.seed, "seeds": opt.seeds, "edge_cost": opt.edge_cost,
+        "max_skip": opt.max_skip, "reuse": mode, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     })
-    finals_missing = any(f"final_{s}" not in matrix.extras for s in range(seeds))
-    if matrix.complete and not finals_missing:
+    if matrix.complete and all(f"final_{s}" in matrix.extras for s in range(opt.seeds)):
         stats = CalibrationStats()
     else:
-        stats = calibrate(setup, seed, matrix, mode, path=path, progress=progress, status=status)
+        stats = calibrate(setup, opt.seed, matrix, mode, path=path, progress=progress, status=status)
 
     costs = matrix.costs()
-    compute = best_path(costs, budget, objective)
-    edges = path_costs(costs, compute)
+    compute = best_path(costs, budget, opt.objective)
+    measured = _measure(setup, opt, matrix, path, Schedule(steps, compute), budget, mode) if opt.measure else None
+    metrics = _reference_metrics(opt, matrix, stats, path_costs(costs, compute), measured)
+    params = {"edge_cost": opt.edge_cost, "objective": opt.objective, "max_skip": opt.max_skip, "seed": opt.seed,
+              "seeds": opt.seeds, "cfg": setup.cfg, "reuse": mode, "budget": budget, "calibration": key}
+    if opt.edge_cost == "local":
+        params["preview"] = True
+    params["graph_solutions"] = graph_solutions_to_params(all_graph_solutions(costs, opt.objective))
+    schedule = Schedule(steps, compute, model=family, sampler=setup.sampler_name, scheduler=setup.scheduler,
+                        source="reference", params=params, metrics=metrics)
+    text = _summary(schedule, opt.edge_cost, opt.objective, matrix, stats, measured, path)
+    if recovery:
+        text += f"\nrecovery: {recovery}"
+    evaluations, runs = (measured.evaluations, measured.runs) if measured else (0, 0)
+    return ReferenceResult(schedule, costs, matrix, cost_heatmap(costs, compute), text, path, stats, evaluations, runs)
 
+
+@dataclasses.dataclass
+class Measured:
+    """Final-latent errors of the reference and of uniform at its budget, on the calibration seeds."""
+
+    errors: list
+    uniform_errors: list
+    evaluations: int = 0  # what measuring cost now (0 when the matrix file held them)
+    runs: int = 0
+
+
+def _measure(setup: SamplingSetup, opt: ReferenceOptions, matrix: CostMatrix, path: Path, schedule: Schedule,
+             budget: int, mode: str) -> Measured:
+    """Sample ``schedule`` and uniform on the calibration seeds (once: kept in the matrix file)."""
     measurements: dict = matrix.info.setdefault("measurements", {})
-    references = [matrix.extras[f"final_{s}"] for s in range(seeds)]
-    measured_evals = measured_runs = 0
-    errors = uniform_errors = None
-    if measure:
-        changed = False
-        for schedule in (Schedule(steps, compute), Schedule.uniform(steps, budget)):
-            if str(schedule) not in measurements:
-                errs, evals = measure_schedule(setup, seed, schedule, references, mode)
-                measurements[str(schedule)] = errs
-                measured_evals += evals
-                measured_runs += len(errs)
-                changed = True
-        if changed:
-            matrix.save(path)
-        errors = measurements[str(Schedule(steps, compute))]
-        uniform_errors = measurements[str(Schedule.uniform(steps, budget))]
+    references = [matrix.extras[f"final_{s}"] for s in range(opt.seeds)]
+    uniform = Schedule.uniform(setup.steps, budget)
+    evaluations = runs = 0
+    for candidate in (schedule, uniform):
+        if str(candidate) not in measurements:
+            errs, evals = measure_schedule(setup, opt.seed, candidate, references, mode)
+            measurements[str(candidate)] = errs
+            evaluations, runs = evaluations + evals, runs + len(errs)
+    if runs:
+        matrix.save(path)
+    return Measured(measurements[str(schedule)], measurements[str(uniform)], evaluations, runs)
 
+
+def _reference_metrics(opt: ReferenceOptions, matrix: CostMatrix, stats: CalibrationStats, edges: np.ndarray,
+                       measured: Measured | None) -> dict:
     metrics = {
         "metric": ERROR_METRIC,
-        "edge_cost": edge_cost,
-        "objective": objective,
+        "edge_cost": opt.edge_cost,
+        "objective": opt.objective,
         "max_edge_cost": float(edges.max()),
         "sum_edge_cost": float(math.fsum(edges)),
         "calibration_evaluations": int(matrix.info.get("evaluations", 0)),
         "calibration_seconds": round(float(matrix.info.get("seconds", 0.0)), 3),
         "calibration_runs": int(matrix.info.get("runs", 0)),
-        "evaluations_this_run": stats.evaluations + measured_evals,
+        "evaluations_this_run": stats.evaluations + (measured.evaluations if measured else 0),
         "seconds_this_run": round(stats.seconds, 3),
     }
-    if errors is not None:
+    if measured is not None:
         metrics.update({
-            "calibration_error": float(np.mean(errors)),
-            "calibration_errors": [float(e) for e in errors],
-            "uniform_error": float(np.mean(uniform_errors)),
+            "calibration_error": float(np.mean(measured.errors)),
+            "calibration_errors": [float(e) for e in measured.errors],
+            "uniform_error": float(np.mean(measured.uniform_errors)),
         })
-    params = {
-        "edge_cost": edge_cost, "objective": objective, "max_skip": max_skip, "seed": seed, "seeds": seeds,
-        "cfg": float(cfg), "reuse": mode, "budget": budget, "calibration": key,
-    }
-    if edge_cost == "local":
-        params["preview"] = True
-    params["graph_solutions"] = graph_solutions_to_params(all_graph_solutions(costs, objective))
-    schedule = Schedule(steps, compute, model=family, sampler=sampler_name, scheduler=scheduler,
-                        source="reference", params=params, metrics=metrics)
-    text = _summary(schedule, edge_cost, objective, matrix, stats, errors, uniform_errors, measured_evals, path)
-    if recovery:
-        text += f"\nrecovery: {recovery}"
-    image = cost_heatmap(costs, compute)
-    return ReferenceResult(schedule, costs, matrix, image, text, path, stats, measured_evals, measured_runs)
+    return metrics
 
 
 def _summary(schedule: Schedule, edge_cost: str, objective: str, matrix: CostMatrix, stats: CalibrationStats,
-             errors, uniform_errors, measured_evals: int, path: Path) -> str:
+             measured: Measured | None, path: Path) -> str:
     label = "global" if edge_cost == "global" else "local (PREVIEW: assumes errors add; use global for a real reference)"
     lines = [
         f"OTCache Reference K={schedule.budget}/N={schedule.steps} ({schedule.speedup:.2f}x): {schedule}",
         f"edge cost: {label}; objective: {objective}; max_skip {matrix.max_skip}; seeds {matrix.seeds}",
     ]
-    if errors is not None:
-        lines.append(f"final-latent error ({ERROR_METRIC}) on the calibration seeds: {np.mean(errors):.4g} "
-                     f"(uniform schedule of the same budget: {np.mean(uniform_errors):.4g})")
+    if measured is not None:
+        lines.append(f"final-latent error ({ERROR_METRIC}) on the calibration seeds: {np.mean(measured.errors):.4g} "
+                     f"(uniform schedule of the same budget: {np.mean(measured.uniform_errors):.4g})")
     total_evals = int(matrix.info.get("evaluations", 0))
     total_seconds = float(matrix.info.get("seconds", 0.0))
     if stats.runs:
@@ -181,7 +204,7 @@ def _summary(schedule: Schedule, edge_cost: str, objective: str, matrix: CostMat
                      f"({total_evals} evaluations, {total_seconds:.1f} s in all)")
     else:
         lines.append(f"calibration: cached, no sampling ({total_evals} evaluations, {total_seconds:.1f} s when made)")
-    if measured_evals:
-        lines.append(f"measuring the schedule: {measured_evals} evaluations")
+    if measured is not None and measured.evaluations:
+        lines.append(f"measuring the schedule: {measured.evaluations} evaluations")
     lines.append(f"cost matrix: {path}")
     return "\n".join(lines)

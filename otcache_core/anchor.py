@@ -215,12 +215,8 @@ def _validate(objective, steps, budget, reference, trials, seed, storage, study_
                 "the anchor is the extreme, cheaper end of the interpolation; lower the anchor budget "
                 "or use a reference with more computed steps"
             )
-    t = as_integer(trials, "trials")
-    if t < 1:
-        raise AnchorSearchError(f"trials must be at least 1; got {t}")
-    m = as_integer(knots, "knots")
-    if m < 1:
-        raise AnchorSearchError(f"knots must be at least 1 (the number of warp segments); got {m}")
+    t = as_integer(trials, "trials", low=1, error=AnchorSearchError)
+    m = as_integer(knots, "knots", low=1, error=AnchorSearchError, hint=" (the number of warp segments)")
     s = as_integer(seed, "seed")
     if study_name is not None and (not isinstance(study_name, str) or not study_name.strip()):
         raise AnchorSearchError(f"study_name must be a non-empty string or None; got {study_name!r}")

@@ -59,6 +59,7 @@ from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 
 from .atomic import write_atomic
+from .schedule import as_integer
 
 FORMAT = "otcache.edge_costs"
 FORMAT_VERSION = 1
@@ -103,13 +104,8 @@ def error(final: Any, reference: Any) -> float:
 
 
 def _check_steps_window(steps: int, max_skip: int) -> tuple[int, int]:
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 2:
-        raise EdgeCostError(f"steps must be an integer >= 2, got {steps!r}")
-    if isinstance(max_skip, bool) or not isinstance(max_skip, (int, np.integer)) or max_skip < 1:
-        raise EdgeCostError(
-            f"max_skip must be an integer >= 1 (the longest edge j - i), got {max_skip!r}"
-        )
-    return int(steps), int(max_skip)
+    steps = as_integer(steps, "steps", low=2, error=EdgeCostError)
+    return steps, as_integer(max_skip, "max_skip", low=1, error=EdgeCostError, hint=" (the longest edge j - i)")
 
 
 def window_edges(steps: int, max_skip: int) -> list[tuple[int, int]]:
@@ -234,9 +230,7 @@ class CostMatrix:
 
     def __post_init__(self) -> None:
         self.steps, self.max_skip = _check_steps_window(self.steps, self.max_skip)
-        if isinstance(self.seeds, bool) or not isinstance(self.seeds, (int, np.integer)) or self.seeds < 1:
-            raise EdgeCostError(f"seeds must be an integer >= 1, got {self.seeds!r}")
-        self.seeds = int(self.seeds)
+        self.seeds = as_integer(self.seeds, "seeds", low=1, error=EdgeCostError)
         if self.edge_cost not in EDGE_COSTS:
             raise EdgeCostError(f"edge_cost must be one of {', '.join(EDGE_COSTS)}, got {self.edge_cost!r}")
         shape = (self.seeds, self.steps, self.steps)

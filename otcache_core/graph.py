@@ -76,7 +76,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .schedule import Schedule
+from .schedule import Schedule, as_integer
 
 OBJECTIVES = ("minimax", "sum")
 
@@ -308,12 +308,7 @@ def _validated_costs(costs: np.ndarray) -> np.ndarray:
 
 
 def _validated_budget(budget: int, n: int) -> int:
-    if isinstance(budget, bool):
-        raise GraphSearchError(f"budget must be an integer, got {budget!r}")
-    try:
-        budget = operator.index(budget)
-    except TypeError:
-        raise GraphSearchError(f"budget must be an integer, got {budget!r}") from None
+    budget = as_integer(budget, "budget", error=GraphSearchError)
     if not 2 <= budget <= n:
         raise GraphSearchError(
             f"budget must be between 2 and N = {n} (steps 0 and {n - 1} always compute), "

@@ -180,20 +180,29 @@ def as_step_count(value: Any, what: str = "steps") -> int:
     return n
 
 
-def as_integer(value: Any, what: str) -> int:
-    """Return ``value`` as an int; integral floats are accepted, bools and others are not."""
+def as_integer(value: Any, what: str, low: int | None = None, error: type[Exception] = None, hint: str = "") -> int:
+    """``value`` as an int, at least ``low`` if given: the project's one integer check.
+
+    Integral floats are accepted; bools, other numbers and other types raise ``error``
+    (default :class:`ScheduleError`) naming ``what``; ``hint`` follows the lower bound.
+    """
+    error = error or ScheduleError
     if type(value) is int:  # the common case; skips the slower ABC checks below
-        return value
-    if isinstance(value, (bool, np.bool_)):
-        raise ScheduleError(f"{what} must be an integer; got the boolean {value!r}")
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        number = float(value)
-        if math.isfinite(number) and number.is_integer():
-            return int(number)
-        raise ScheduleError(f"{what} must be an integer; got {clip(value, 40)}")
-    raise ScheduleError(f"{what} must be an integer; got {type(value).__name__} {clip(value, 40)}")
+        number = value
+    elif isinstance(value, (bool, np.bool_)):
+        raise error(f"{what} must be an integer; got the boolean {value!r}")
+    elif isinstance(value, numbers.Integral):
+        number = int(value)
+    elif isinstance(value, numbers.Real):
+        real = float(value)
+        if not (math.isfinite(real) and real.is_integer()):
+            raise error(f"{what} must be an integer; got {clip(value, 40)}")
+        number = int(real)
+    else:
+        raise error(f"{what} must be an integer; got {type(value).__name__} {clip(value, 40)}")
+    if low is not None and number < low:
+        raise error(f"{what} must be at least {low}{hint}; got {number}")
+    return number
 
 
 # ----------------------------------------------------------------- discretization

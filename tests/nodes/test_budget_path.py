@@ -10,7 +10,7 @@ from comfyui_otcache.demo.tiny_models import LatentRGBDecoder, build_tiny_model,
 from comfyui_otcache.nodes.schedule_nodes import OTCacheBudgetSlider
 from comfyui_otcache.otcache_comfy.anchor_run import Objective, run_anchor_search
 from comfyui_otcache.otcache_comfy.calibration import SamplingSetup
-from comfyui_otcache.otcache_comfy.reference_build import build_reference
+from comfyui_otcache.otcache_comfy.reference_build import ReferenceOptions, build_reference, reference_setup
 from comfyui_otcache.otcache_core.budget_path import (
     build_path,
     graph_solutions_from_params,
@@ -133,7 +133,8 @@ def test_on_a_tiny_model_every_knot_scores_no_worse_than_graph_and_ot(user_dir):
     positive, negative = conditioning_pair("flux", separate=False)
     common = dict(positive=positive, negative=negative, latent_image=tiny_latent("flux"), seed=0, seeds=1,
                   sampler_name="euler", scheduler="simple", steps=steps, cfg=1.0)
-    ref = build_reference(model, budget=6, max_skip=5, measure=False, **common)
+    setup = reference_setup(model, positive, negative, tiny_latent("flux"), "euler", "simple", steps, 1.0)
+    ref = build_reference(setup, ReferenceOptions(seed=0, seeds=1, budget=6, max_skip=5, measure=False))
     graph = graph_solutions_from_params(ref.schedule.params)
     assert graph[6] == ref.schedule and set(graph) >= set(range(3, 11))
     for k, g in graph.items():

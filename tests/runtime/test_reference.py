@@ -15,7 +15,7 @@ from comfyui_otcache.nodes.reference import OTCacheReference
 from comfyui_otcache.otcache_comfy import calibration as cal
 from comfyui_otcache.otcache_comfy.cache_runtime import apply_otcache
 from comfyui_otcache.otcache_comfy.plots import cost_heatmap, heatmap_shape
-from comfyui_otcache.otcache_comfy.reference_build import build_reference
+from comfyui_otcache.otcache_comfy.reference_build import ReferenceOptions, build_reference, reference_setup
 from comfyui_otcache.otcache_core.edge_costs import CostMatrix, edge_evaluations, error, window_edges
 from comfyui_otcache.otcache_core.graph import GraphSearchError
 from comfyui_otcache.otcache_core.schedule import Schedule
@@ -57,11 +57,15 @@ def runs(monkeypatch):
 
 
 def reference(model, conds, **kw):
+    """build_reference as the node calls it, from the node's inputs."""
     positive, negative = conds
     args = dict(seed=0, seeds=SEEDS, sampler_name="euler", scheduler="simple", steps=N, cfg=1.0, budget=K,
                 edge_cost="global", objective="minimax", max_skip=W, reuse="auto", measure=True)
     args.update(kw)
-    return build_reference(model, positive, negative, tiny_latent("flux"), **args)
+    sampling = {name: args.pop(name) for name in ("sampler_name", "scheduler", "steps", "cfg")}
+    hooks = {name: args.pop(name) for name in ("progress", "status") if name in args}
+    setup = reference_setup(model, positive, negative, tiny_latent("flux"), **sampling)
+    return build_reference(setup, ReferenceOptions(**args), **hooks)
 
 
 @pytest.fixture(scope="module")
