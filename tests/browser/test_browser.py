@@ -160,6 +160,14 @@ def page(request):
         browser.close()
 
 
+@pytest.fixture(autouse=True)
+def no_extension_errors(page):
+    """After every test: the extension logged no error and threw nothing in the page."""
+    page.otcache_errors.clear()
+    yield
+    assert page.otcache_errors == []
+
+
 def close_templates_dialog(page):
     """On a first visit ComfyUI opens its Templates dialog over the canvas: close it."""
     dialog = page.locator("[role=dialog]")
@@ -209,6 +217,8 @@ def test_flux_example_loads_without_missing_nodes_and_draws_strips(page):
 
 
 def test_dragging_the_budget_slider_updates_strip_and_speedup_live(page, comfy_server):
+    load_template(page, FLUX)  # each test loads what it needs: none depends on another's order
+    wait_idle(page)
     page.evaluate("() => { const n = app.graph.getNodeById(22); app.canvas.ds.scale = 1.2; app.canvas.centerOnNode(n); app.canvas.draw(true, true); }")
     before = page.evaluate(STATE, SLIDER_ID)
     requests_before = page.evaluate("() => OTCacheUI.stats.previewRequests")
@@ -328,6 +338,8 @@ def menu_item(page, node_id, label):
 
 
 def test_copy_and_paste_a_schedule_through_the_context_menu(page):
+    load_template(page, DEMO)
+    wait_idle(page)
     slider = page.evaluate(STATE, SLIDER_ID)["compact"]
     labels = page.evaluate("() => app.canvas.getNodeMenuOptions(app.graph.getNodeById(21)).filter(Boolean).map((o) => o.content)")
     assert {"Copy schedule", "Paste schedule", "Schedule → new Text node"} <= set(labels)
@@ -361,14 +373,13 @@ def test_copy_and_paste_a_schedule_through_the_context_menu(page):
     assert len(slider_node["widgets_values"]) == 3
 
 
-def test_no_errors_from_the_extension(page):
-    # Also a check of the missing-node detection used above: a bogus node is reported.
+def test_missing_nodes_are_detected(page):
+    # The missing-node detection the other tests rely on: a bogus node is reported.
     page.evaluate("""async () => app.loadGraphData({nodes: [{id: 1, type: 'OTCacheNoSuchNode', pos: [100, 100], size: [200, 80], flags: {},
         order: 0, mode: 0, inputs: [], outputs: [], properties: {}, widgets_values: []}], links: [], groups: [], config: {}, extra: {},
         version: 0.4, last_node_id: 1, last_link_id: 0})""")
     page.wait_for_function("""() => [...document.querySelectorAll('body *')].some((e) => e.children.length === 0 && /missing node/i.test(e.textContent || ''))""",
                            timeout=15_000)
-    assert page.otcache_errors == []
 
 
 def test_a_measured_path_draws_its_curve_and_steers_the_slider(page, comfy_server):

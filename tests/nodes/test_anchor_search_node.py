@@ -36,6 +36,7 @@ def setup():
                 steps=STEPS, cfg=1.0, reference=REFERENCE)
 
 
+@pytest.mark.slow  # a real search and its resume: about 25 s
 def test_search_is_never_worse_than_its_seeds_and_resumes(setup, user_dir):
     anchor, comparison, plot, text = run_anchor_search(**setup, budget=BUDGET, trials=6,
                                                        lpips_factory=random_trunk_lpips)
@@ -63,6 +64,7 @@ def test_search_is_never_worse_than_its_seeds_and_resumes(setup, user_dir):
     assert again.metrics["objective_calls"] == 0 and again == anchor
 
 
+@pytest.mark.slow
 def test_offline_lpips_falls_back_and_says_so(setup, user_dir):
     def offline():
         raise OSError("cannot download alexnet weights")

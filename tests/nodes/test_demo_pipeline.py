@@ -218,7 +218,7 @@ def test_the_server_refuses_a_bad_prompt_when_it_is_queued(comfy_server, object_
 
 
 def test_scripts_demo_refuses_a_bad_prompt_before_starting_anything():
-    done = subprocess.run([sys.executable, str(SCRIPT), "--no-serve", "--prompt", "any background; red star"],
+    done = subprocess.run([sys.executable, str(SCRIPT), "--skip-setup", "--no-serve", "--prompt", "any background; red star"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "unknown shape 'star'" in done.stderr and "Allowed words" in done.stderr and "starting ComfyUI" not in done.stderr

@@ -113,6 +113,7 @@ def test_edge_run_computes_exactly_its_tail(model, conds):
 
 # ----------------------------------------------------------------- global and local references
 
+@pytest.mark.slow  # a global calibration (about 12 s) and the schedules measured against it
 def test_global_reference_beats_uniform_and_random_schedules(model, conds, global_ref):
     schedule = global_ref.schedule
     assert schedule.budget == K and schedule.steps == N and schedule.source == "reference"
@@ -188,6 +189,7 @@ def test_interrupted_global_calibration_resumes_without_recomputing(model, conds
     assert result.matrix.info["runs"] == len(edges) + 1 + 2 and result.calibration.reused_trajectories == 1
 
 
+@pytest.mark.slow
 def test_changing_only_the_budget_or_objective_does_no_sampling(model, conds, global_ref, runs):
     for budget, objective in ((6, "minimax"), (4, "sum"), (K, "sum")):
         result = reference(model, conds, budget=budget, objective=objective, measure=False)
