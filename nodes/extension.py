@@ -12,6 +12,7 @@ from .demo import OTCacheDemoModel, OTCacheTinyFlux
 from .reference import OTCacheReference
 from .schedule_nodes import (
     OTCacheBudgetSlider,
+    OTCacheExpertSplit,
     OTCacheScheduleFromText,
     OTCacheScheduleLoad,
     OTCacheSchedulePreset,
@@ -39,6 +40,7 @@ class OTCacheExtension(ComfyExtension):
             OTCacheReference,
             OTCacheAnchorSearch,
             OTCacheBudgetSlider,
+            OTCacheExpertSplit,
             OTCacheCachedModel,
             OTCacheDemoModel,
             OTCacheTinyFlux,

@@ -28,6 +28,7 @@ from ..otcache_comfy.schedule_files import (  # noqa: F401  (re-exported: saved 
 )
 from ..otcache_comfy.slider import describe, slider_schedule
 from ..otcache_comfy.ui_text import node_ui
+from ..otcache_core.experts import expert_budgets, split_for_experts
 from ..otcache_core.interpolate import MAPPINGS
 from ..otcache_core.presets import list_presets, load_preset
 from ..otcache_core.schedule import COMPACT_FORM_HINT, Schedule, ScheduleError
@@ -243,3 +244,44 @@ class OTCacheScheduleSave(io.ComfyNode):
         path = write_schedule_file(schedule, filename, overwrite=bool(overwrite))
         log.info("OTCache: saved schedule %s to %s", schedule, path)
         return io.NodeOutput(schedule, ui=node_ui(cls, schedule, f"saved {path}\n{describe(schedule)}"))
+
+
+# ---------------------------------------------------------------- two experts (Wan 2.2)
+
+
+class OTCacheExpertSplit(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="OTCacheExpertSplit",
+            display_name="OTCache Split for Two Experts",
+            category=CATEGORY,
+            description=(
+                "For models that sample in two passes with two experts, such as Wan 2.2 (high-noise model for "
+                "steps 0..s-1, low-noise model for s..N-1, two KSamplerAdvanced). Connect the result to a Cached "
+                "Model on each expert: each pass finds its own steps of the schedule from its sigmas, so the two "
+                "passes together compute exactly K of N steps. The low-noise pass starts with an empty cache, so "
+                "step s must be computed: if the schedule skips it, the nearest computed step moves there."
+            ),
+            inputs=[
+                OTSchedule.Input("schedule", tooltip="The schedule for all N steps (a preset, a Budget Slider, text)."),
+                io.Int.Input("switch_step", default=10, min=1, max=10000, tooltip=(
+                    "The step where the low-noise expert takes over: the first KSamplerAdvanced's end_at_step "
+                    "(and the second one's start_at_step).")),
+            ],
+            outputs=[OTSchedule.Output(display_name="schedule", tooltip=(
+                "The schedule with step switch_step computed, for both experts' Cached Models."))],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, schedule, switch_step) -> io.NodeOutput:
+        split = split_for_experts(schedule, switch_step)
+        high, low = expert_budgets(split, switch_step)
+        lines = [describe(split), f"high-noise expert, steps 0-{switch_step - 1}: {high} computed; "
+                                  f"low-noise expert, steps {switch_step}-{split.steps - 1}: {low} computed"]
+        if "moved_step" in split.params:
+            lines.append("computed step {} moved to {}: the low-noise pass starts there".format(*split.params["moved_step"]))
+        if "added_step" in split.params:
+            lines.append(f"step {switch_step} added (K + 1): the schedule had no step to move there")
+        return io.NodeOutput(split, ui=node_ui(cls, split, "\n".join(lines)))

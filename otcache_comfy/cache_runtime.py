@@ -77,6 +77,7 @@ class RunReport:
     steps_computed: set = dataclasses.field(default_factory=set)  # steps whose evaluation reached the hooks
     steps_skipped: set = dataclasses.field(default_factory=set)
     warning: str = ""  # set by check_honoured when the schedule was not what ran
+    span: tuple[int, int] | None = None  # one pass of a split sampling: its steps [start, end) of the schedule's N
 
     @property
     def evaluations(self) -> int:
@@ -84,8 +85,13 @@ class RunReport:
 
     def text(self) -> str:
         total = max(self.evaluations, 1)
+        where = ""
+        if self.span is not None:
+            start, end = self.span
+            inside = sum(self.schedule.mask[start:end])
+            where = f" steps {start}-{end - 1} (one pass; {inside} computed there)"
         return (
-            f"OTCache [{self.reuse}] K={self.schedule.budget}/N={self.schedule.steps}: computed "
+            f"OTCache [{self.reuse}] K={self.schedule.budget}/N={self.schedule.steps}{where}: computed "
             f"{self.computed}/{self.evaluations} evaluations, skipped {self.skipped} "
             f"({total / max(self.computed, 1):.2f}x fewer transformer runs), {self.seconds:.2f} s"
             + (f", {self.forced} forced by missing cache" if self.forced else "")
@@ -109,16 +115,18 @@ def check_honoured(report: RunReport) -> str:
         return ("no transformer evaluation reached OTCache's hooks, so nothing was cached. Likely cause: another "
                 "node replaces the model's forward (another cache pack, or a model wrapper) after the Cached "
                 "Model, or this ComfyUI version calls the model differently; put the Cached Model last.")
-    if schedule.is_full:
+    start, end = report.span or (0, schedule.steps)
+    scheduled_skips = [s for s in schedule.skipped if start <= s < end]
+    if not scheduled_skips:
         return ""
     seen = report.steps_computed | report.steps_skipped
-    expected_skips = set(schedule.skipped) & seen
-    if not report.steps_skipped and schedule.skipped:
-        return (f"no step reused the cache although {len(schedule.skipped)} of {schedule.steps} were scheduled to; "
+    expected_skips = set(scheduled_skips) & seen
+    if not report.steps_skipped:
+        return (f"no step reused the cache although {len(scheduled_skips)} of {end - start} were scheduled to; "
                 "the cache was never filled (check the log for 'forced by missing cache').")
     missing = expected_skips - report.steps_skipped
-    if len(seen) < schedule.steps:
-        return (f"the hooks saw {len(seen)} of the {schedule.steps} steps; the others ran outside OTCache (another "
+    if len(seen) < end - start:
+        return (f"the hooks saw {len(seen)} of the {end - start} steps; the others ran outside OTCache (another "
                 "cache pack's wrapper may skip calls before they reach it), so K/N is not what ran.")
     if missing and len(missing) > report.forced:
         return (f"{len(missing)} scheduled skip(s) were computed (steps {sorted(missing)[:8]}), so the run computed "
@@ -139,8 +147,10 @@ class _Entry:
 class CacheState:
     """Everything one sampling run needs; created by the OUTER_SAMPLE wrapper, freed after."""
 
-    def __init__(self, config: CacheConfig):
+    def __init__(self, config: CacheConfig, model_sampling=None):
         self.config = config
+        self.model_sampling = model_sampling  # finds where one pass of a split sampling sits (pass_offset)
+        self.offset = 0  # that pass's first step in the schedule (0: a whole run)
         self.schedule_for_run: Schedule | None = None
         self.compute_mask: list[bool] = []
         self.store_mask: list[bool] = []
@@ -155,6 +165,10 @@ class CacheState:
         schedule = self.config.schedule
         if steps < 1:
             raise OTCacheRuntimeError("the sampler passed fewer than two sigmas; nothing to schedule")
+        offset = pass_offset(sample_sigmas, self.model_sampling, schedule.steps) if steps < schedule.steps else None
+        if offset is not None:  # one pass (KSamplerAdvanced start/end) of an N-step sampling: its slice
+            self._prepare_pass(sample_sigmas, schedule, offset)
+            return
         if steps != schedule.steps:
             if self.config.on_step_mismatch == "error":
                 raise OTCacheRuntimeError(
@@ -175,6 +189,16 @@ class CacheState:
         self.sample_sigmas = sample_sigmas.detach().to("cpu", torch.float64).clone()
         if schedule is not None:
             self.report.schedule = schedule
+
+    def _prepare_pass(self, sample_sigmas: torch.Tensor, schedule: Schedule, offset: int) -> None:
+        steps = int(sample_sigmas.shape[0]) - 1
+        self.offset = offset
+        self.schedule_for_run = schedule
+        # A pass starts with an empty cache: its first step computes (forced) if the schedule skips it.
+        self.compute_mask = list(schedule.mask[offset:offset + steps])
+        self.store_mask = [i + 1 < steps and not self.compute_mask[i + 1] for i in range(steps)]
+        self.sample_sigmas = sample_sigmas.detach().to("cpu", torch.float64).clone()
+        self.report.span = (offset, offset + steps)
 
     def resolve_step(self, transformer_options: dict) -> int | None:
         """The step index this evaluation belongs to, or None outside a sampling run."""
@@ -229,6 +253,41 @@ def match_step(sample_sigmas: torch.Tensor, sigma: float, last: int) -> tuple[in
     matches = [int(i) for i in hits.reshape(-1)]
     later = [m for m in matches if m >= last]
     return (later[0] if later else matches[-1]), True
+
+
+def pass_offset(sample_sigmas: torch.Tensor, model_sampling, steps: int) -> int | None:
+    """Where a run over ``sample_sigmas`` sits in an ``steps``-step sampling, when it is one pass of it.
+
+    Two KSamplerAdvanced passes over one sigma schedule (Wan 2.2's high- and low-noise
+    experts: start/end at step s) each get a contiguous slice of the N-step sigmas. The
+    slice is found by comparing its evaluated sigmas (all but the last, which a sampler
+    may zero or overwrite) with the N-step sigmas of each ComfyUI scheduler (and their
+    discard-penultimate variant); None when it is not such a slice (then the schedule is
+    resampled, or refused, as for any other step count).
+    """
+    import comfy.samplers
+
+    n = int(sample_sigmas.shape[0]) - 1
+    if model_sampling is None or not 1 <= n < steps:
+        return None
+    head = sample_sigmas[:-1].detach().to("cpu", torch.float64)
+    for name in comfy.samplers.SCHEDULER_NAMES:
+        for full in _scheduler_sigmas(model_sampling, name, steps):
+            for offset in range(steps - n + 1):
+                if torch.allclose(full[offset:offset + n], head, rtol=1e-4, atol=1e-7):
+                    return offset
+    return None
+
+
+def _scheduler_sigmas(model_sampling, name: str, steps: int) -> list[torch.Tensor]:
+    import comfy.samplers
+
+    try:
+        plain = comfy.samplers.calculate_sigmas(model_sampling, name, steps).to("cpu", torch.float64)
+        longer = comfy.samplers.calculate_sigmas(model_sampling, name, steps + 1).to("cpu", torch.float64)
+    except Exception:  # a scheduler that needs more than the model sampling: not a candidate
+        return []
+    return [plain, torch.cat([longer[:-2], longer[-1:]])]  # KSampler's discard-penultimate samplers
 
 
 def _signature(t: torch.Tensor) -> tuple:
@@ -294,10 +353,10 @@ def _begin_call(state: CacheState, transformer_options: dict, probe: torch.Tenso
     if compute:
         state.report.computed += 1
         if step is not None:
-            state.report.steps_computed.add(step)
+            state.report.steps_computed.add(step + state.offset)
     else:
         state.report.skipped += 1
-        state.report.steps_skipped.add(step)
+        state.report.steps_skipped.add(step + state.offset)
     return _Call(compute, store, keys, signatures, cached)
 
 
@@ -438,7 +497,7 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     original_options = guider.model_options
     config: CacheConfig = original_options["transformer_options"][WRAPPER_KEY]
     guider.model_options = create_model_options_clone(original_options)
-    state = CacheState(config)
+    state = CacheState(config, guider.model_patcher.get_model_object("model_sampling"))
     guider.model_options["transformer_options"][STATE_KEY] = state
     start = time.perf_counter()
     try:

@@ -194,16 +194,20 @@ def test_shape_change_resets_the_cache_instead_of_failing(models):
 
 
 def test_split_sampling_two_passes_each_follow_the_schedule(models):
-    """KSamplerAdvanced-style split: steps 0-4 then 4-8 of one 8-step run, same cached model."""
+    """KSamplerAdvanced-style split: steps 0-4 then 4-8 of one 8-step run, same cached model.
+
+    Each pass finds its slice of the 8-step schedule by its sigmas (tests/runtime/test_two_experts.py
+    for two experts): steps 0-3 compute 0, 1, 3; the second pass starts with an empty cache, so its
+    scheduled skip at step 4 is computed (forced), then 5 and 6 reuse it and 7 computes."""
     reports = []
     cached = apply_otcache(models("flux"), SCHEDULE, reuse="block", on_report=reports.append)
     with count_block_stack_calls(cached) as counter:
         first = sample(cached, "flux", steps=STEPS, cfg=1.0, last_step=4)
         sample(cached, "flux", steps=STEPS, cfg=1.0, start_step=4, latent=first)
-    # Each pass is a 4-step run; the 8-step schedule resampled to 4 steps keeps its speedup (K=2).
-    assert [r.schedule.steps for r in reports] == [4, 4]
-    assert [r.computed for r in reports] == [2, 2]
-    assert counter["calls"] == 4
+    assert [r.schedule.steps for r in reports] == [8, 8] and [r.span for r in reports] == [(0, 4), (4, 8)]
+    assert [r.computed for r in reports] == [3, 2] and [r.forced for r in reports] == [0, 1]
+    assert [sorted(r.steps_computed) for r in reports] == [[0, 1, 3], [4, 7]]
+    assert counter["calls"] == 5
 
 
 def test_denoise_below_one_and_step_mismatch(models):
