@@ -32,6 +32,7 @@ from ..otcache_core.experts import expert_budgets, split_for_experts
 from ..otcache_core.interpolate import MAPPINGS
 from ..otcache_core.presets import list_presets, load_preset
 from ..otcache_core.schedule import COMPACT_FORM_HINT, Schedule, ScheduleError
+from ..otcache_core.warp import resample
 from .types import CATEGORY, OTSchedule
 
 log = logging.getLogger("otcache")
@@ -268,6 +269,9 @@ class OTCacheExpertSplit(io.ComfyNode):
                 io.Int.Input("switch_step", default=10, min=1, max=10000, tooltip=(
                     "The step where the low-noise expert takes over: the first KSamplerAdvanced's end_at_step "
                     "(and the second one's start_at_step).")),
+                io.Int.Input("steps", default=0, min=0, max=10000, optional=True, tooltip=(
+                    "Both KSamplerAdvanced's steps (the total N). 0 keeps the schedule's step count; another "
+                    "value resamples the schedule to it first (same shape and speedup).")),
             ],
             outputs=[OTSchedule.Output(display_name="schedule", tooltip=(
                 "The schedule with step switch_step computed, for both experts' Cached Models."))],
@@ -275,8 +279,10 @@ class OTCacheExpertSplit(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, schedule, switch_step) -> io.NodeOutput:
-        split = split_for_experts(schedule, switch_step)
+    def execute(cls, schedule, switch_step, steps=0) -> io.NodeOutput:
+        if not isinstance(schedule, Schedule):
+            raise ScheduleError(f"the schedule input must be an OTCache schedule; got {type(schedule).__name__}")
+        split = split_for_experts(resample(schedule, steps) if steps else schedule, switch_step)
         high, low = expert_budgets(split, switch_step)
         lines = [describe(split), f"high-noise expert, steps 0-{switch_step - 1}: {high} computed; "
                                   f"low-noise expert, steps {switch_step}-{split.steps - 1}: {low} computed"]

@@ -29,6 +29,7 @@ MODEL_WORKFLOWS = {
     "otcache-qwen-image-budget-slider": ("qwen-image", "EmptySD3LatentImage"),
     "otcache-hunyuanvideo-1.5-budget-slider": ("hunyuanvideo-1.5", "EmptyHunyuanVideo15Latent"),
 }
+TWO_EXPERTS = "otcache-wan2.2-two-experts"
 DEMO = "otcache-tiny-demo-cpu"
 FULL_CHAIN_DEMO = "otcache-tiny-demo-full-chain"
 # widgets_values order of the nodes the file-only checks read by name (checked against the
@@ -42,6 +43,9 @@ WIDGET_ORDER = {
     "OTCacheBudgetSlider": ["speedup", "mapping", "steps"],
     "OTCacheSchedulePreset": ["preset"],
     "OTCacheCachedModel": ["reuse", "cache_device", "on_step_mismatch"],
+    "OTCacheExpertSplit": ["switch_step", "steps"],
+    "KSamplerAdvanced": ["add_noise", "noise_seed", f"noise_seed.{CONTROL}", "steps", "cfg", "sampler_name", "scheduler",
+                         "start_at_step", "end_at_step", "return_with_leftover_noise"],
 }
 SAMPLING = ("seed", "sampler_name", "scheduler", "steps", "cfg")
 
@@ -164,7 +168,7 @@ def check_workflow(workflow: dict, info: dict) -> list[str]:
 
 def test_the_folder_holds_each_promised_workflow_with_a_thumbnail():
     names = {path.stem for path in WORKFLOWS}
-    assert set(MODEL_WORKFLOWS) | {DEMO, FULL_CHAIN_DEMO, "otcache-apply-preset-flux1-dev"} <= names
+    assert set(MODEL_WORKFLOWS) | {DEMO, FULL_CHAIN_DEMO, TWO_EXPERTS, "otcache-apply-preset-flux1-dev"} <= names
     for path in WORKFLOWS:
         assert (FOLDER / f"{path.stem}.jpg").is_file(), f"{path.stem}.jpg (template browser thumbnail) is missing"
         workflow = load(path)
@@ -255,6 +259,31 @@ def test_full_chain_demo_is_consistent():
     assert (searched["seeds"], searched["budget"], searched["trials"], searched["metric"]) == (1, 3, 4, "ssim")
     assert widgets(slider) == {"speedup": 2.0, "mapping": "linear", "steps": 8}
     assert calibrated["reuse"] == searched["reuse"] == widgets(chain["cached"])["reuse"]
+
+
+def test_two_expert_workflow_splits_one_schedule_over_both_passes():
+    """Wan 2.2: Preset -> Split for Two Experts -> a Cached Model per expert -> two KSamplerAdvanced whose
+    switch (end_at_step = start_at_step) and steps are the split's."""
+    workflow = by_name(TWO_EXPERTS)
+    nodes = {node["id"]: node for node in workflow["nodes"]}
+    split = next(n for n in workflow["nodes"] if n["type"] == "OTCacheExpertSplit")
+    assert _upstream(workflow, split["id"], "schedule")["type"] == "OTCacheSchedulePreset"
+    samplers = sorted((n for n in workflow["nodes"] if n["type"] == "KSamplerAdvanced"),
+                      key=lambda n: widgets(n)["start_at_step"])
+    assert len(samplers) == 2
+    high, low = (widgets(n) for n in samplers)
+    cut = widgets(split)
+    assert high["end_at_step"] == low["start_at_step"] == cut["switch_step"]
+    assert high["steps"] == low["steps"] == cut["steps"] and high["start_at_step"] == 0
+    assert (high["add_noise"], high["return_with_leftover_noise"], low["add_noise"]) == ("enable", "enable", "disable")
+    assert _upstream(workflow, samplers[1]["id"], "latent_image")["id"] == samplers[0]["id"]
+    experts = []
+    for sampler in samplers:
+        cached = _upstream(workflow, sampler["id"], "model")
+        assert cached["type"] == "OTCacheCachedModel" and _upstream(workflow, cached["id"], "schedule")["id"] == split["id"]
+        experts.append(_upstream(workflow, cached["id"], "model")["id"])
+    loaders = {nodes[_upstream(workflow, e, "model")["id"]]["widgets_values"][0] for e in experts}
+    assert len(loaders) == 2 and any("high_noise" in name for name in loaders)  # two different experts
 
 
 def test_schedules_travel_inside_the_workflow_files():
