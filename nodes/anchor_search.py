@@ -16,8 +16,9 @@ import comfy.samplers
 import comfy.utils
 from comfy_api.latest import io
 
-from ..otcache_comfy.anchor_run import run_anchor_search
+from ..otcache_comfy.anchor_run import anchor_or_saved
 from ..otcache_comfy.cache_runtime import REUSE_MODES
+from ..otcache_comfy.saved_results import SAVED_CHOICES
 from ..otcache_comfy.ui_text import send_node_text
 from .types import CATEGORY, OTSchedule
 
@@ -68,6 +69,11 @@ class OTCacheAnchorSearch(io.ComfyNode):
                 io.Int.Input("neighbour_evals", default=4, min=0, max=64, optional=True, advanced=True, tooltip=(
                     "Per knot, how many one-step neighbours of the best candidate may be scored (hill climbing); "
                     "0 = only the interpolated and the graph schedule.")),
+                io.Combo.Input("saved_result", options=list(SAVED_CHOICES), default=SAVED_CHOICES[0], optional=True,
+                               tooltip="The last anchor travels in the saved workflow, with what it was searched for "
+                                       "(model, sampler, scheduler, steps, cfg, budget, reference, settings). 'use if it "
+                                       "matches': a workflow shared with you returns it at once, without searching, when "
+                                       "these inputs are the same; 'recompute': always search here."),
                 io.Combo.Input("reuse", options=list(REUSE_MODES), default="auto", advanced=True,
                                tooltip="Reuse mode to measure; use the one the Cached Model will run."),
                 io.Combo.Input("metric", options=["lpips", "ssim"], default="lpips", advanced=True, tooltip=(
@@ -80,18 +86,20 @@ class OTCacheAnchorSearch(io.ComfyNode):
                                                                     "budget, and the anchor, for the first seed.")),
                 io.Image.Output(display_name="trials", tooltip="Objective per trial and the best so far."),
             ],
-            hidden=[io.Hidden.unique_id],
+            hidden=[io.Hidden.unique_id, io.Hidden.extra_pnginfo],
         )
 
     @classmethod
     def execute(cls, model, vae, positive, negative, latent_image, seed, seeds, sampler_name, scheduler, steps, cfg,
                 reference, budget=0, trials=30, storage="", reuse="auto", metric="lpips", budget_path="measure",
-                neighbour_evals=4) -> io.NodeOutput:
+                neighbour_evals=4, saved_result=SAVED_CHOICES[0]) -> io.NodeOutput:
         node_id = cls.hidden.unique_id if cls.hidden is not None else None
-        anchor, comparison, plot, text = run_anchor_search(
-            model, vae, positive, negative, latent_image, seed, seeds, sampler_name, scheduler, steps, cfg, reference,
-            budget=budget, trials=trials, storage=storage or "", reuse=reuse, metric=metric, node_id=node_id,
-            budget_path=budget_path, neighbour_evals=neighbour_evals)
+        extra_pnginfo = cls.hidden.extra_pnginfo if cls.hidden is not None else None
+        anchor, comparison, plot, text, record = anchor_or_saved(
+            saved_result, extra_pnginfo, node_id, model, vae, positive, negative, latent_image, seed, seeds,
+            sampler_name, scheduler, steps, cfg, reference, budget=budget, trials=trials, metric=metric, reuse=reuse,
+            budget_path=budget_path, neighbour_evals=neighbour_evals, storage=storage or "")
         log.info("OTCache anchor search: %s", text.replace("\n", "; "))
         send_node_text(node_id, text)
-        return io.NodeOutput(anchor, comparison, plot, ui={"text": [text], "otcache_schedule": [anchor.to_dict()]})
+        return io.NodeOutput(anchor, comparison, plot, ui={"text": [text], "otcache_schedule": [anchor.to_dict()],
+                                                           "otcache_saved": [record]})

@@ -16,9 +16,10 @@ from ..otcache_comfy.reference_build import (
     DEFAULT_MAX_SKIP,
     DEFAULT_SEEDS,
     ReferenceOptions,
-    build_reference,
+    reference_or_saved,
     reference_setup,
 )
+from ..otcache_comfy.saved_results import SAVED_CHOICES
 from ..otcache_comfy.ui_text import send_node_text
 from ..otcache_core.edge_costs import EDGE_COSTS
 from ..otcache_core.graph import OBJECTIVES
@@ -85,19 +86,25 @@ class OTCacheReference(io.ComfyNode):
                                  tooltip="Sample the chosen schedule (and the uniform one) on the calibration seeds "
                                          "and report their final-latent error: 2 x seeds runs of K steps, remembered "
                                          "per schedule. Off: only the graph search runs."),
+                # Added later: optional and last, so saved workflows keep their widget values in place.
+                io.Combo.Input("saved_result", options=list(SAVED_CHOICES), default=SAVED_CHOICES[0], optional=True,
+                               tooltip="The last result travels in the saved workflow, with what it was computed for "
+                                       "(model, sampler, scheduler, steps, cfg, budget, settings). 'use if it matches': "
+                                       "a workflow shared with you returns that result at once, without calibrating, "
+                                       "when these inputs are the same; 'recompute': always calibrate here."),
             ],
             outputs=[
                 OTSchedule.Output(display_name="schedule", tooltip="The reference schedule, with its measurements."),
                 io.Image.Output(display_name="cost_matrix",
                                 tooltip="The edge-cost matrix (row i -> column j, log colour scale) with the chosen path in white."),
             ],
-            hidden=[io.Hidden.unique_id],
+            hidden=[io.Hidden.unique_id, io.Hidden.extra_pnginfo],
         )
 
     @classmethod
     def execute(cls, model, positive, negative, latent_image, seed, seeds, sampler_name, scheduler, steps, cfg,
                 budget=0, edge_cost="global", objective="minimax", max_skip=DEFAULT_MAX_SKIP, reuse="auto",
-                measure=True) -> io.NodeOutput:
+                measure=True, saved_result=SAVED_CHOICES[0]) -> io.NodeOutput:
         node_id = cls.hidden.unique_id if cls.hidden is not None else None
         bar: list = []
 
@@ -116,8 +123,10 @@ class OTCacheReference(io.ComfyNode):
 
         setup = reference_setup(model, positive, negative, latent_image, sampler_name, scheduler, steps, cfg)
         options = ReferenceOptions(seed, seeds, budget, edge_cost, objective, max_skip, reuse, measure)
-        result = build_reference(setup, options, progress=progress, status=status)
-        send_node_text(node_id, result.text)
-        log.info(result.text)
-        return io.NodeOutput(result.schedule, result.image,
-                             ui={"text": [result.text], "otcache_schedule": [result.schedule.to_dict()]})
+        extra_pnginfo = cls.hidden.extra_pnginfo if cls.hidden is not None else None
+        schedule, image, text, record = reference_or_saved(setup, options, saved_result, extra_pnginfo, node_id,
+                                                           progress=progress, status=status)
+        send_node_text(node_id, text)
+        log.info(text)
+        return io.NodeOutput(schedule, image, ui={"text": [text], "otcache_schedule": [schedule.to_dict()],
+                                                  "otcache_saved": [record]})

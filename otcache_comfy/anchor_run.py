@@ -29,8 +29,9 @@ from ..otcache_core.perceptual import ImageMetric, load_metric, subsample_frames
 from ..otcache_core.schedule import Schedule
 from ..otcache_core.warp import resample, schedule_from_warp, warp
 from .cache_runtime import resolve_reuse
-from .calibration import SamplingSetup, setup_fingerprint
-from .plots import labelled_row, trials_plot
+from .calibration import SamplingSetup, conditioning_fingerprint, model_fingerprint, setup_fingerprint
+from .plots import labelled_row, text_card, trials_plot
+from .saved_results import computed_for, find_saved, saved_record, used_saved_text
 from .ui_text import send_node_text
 
 log = logging.getLogger("otcache")
@@ -149,12 +150,60 @@ def measure_budget_path(objective: "Objective", reference: Schedule, anchor: Sch
                       on_knot=on_knot)
 
 
-def run_anchor_search(model, vae, positive, negative, latent_image: dict, seed: int, seeds: int, sampler_name: str,
-                      scheduler: str, steps: int, cfg: float, reference: Schedule, budget: int = 0, trials: int = 30,
-                      storage: str = "", reuse: str = "auto", metric: str = "lpips", knots: int = 5,
-                      node_id: str | None = None, lpips_factory=None, budget_path: str = "measure",
-                      neighbour_evals: int = 4):
-    """The node's work, callable from Python: returns (anchor, comparison IMAGE, trials IMAGE, summary text)."""
+NODE_TYPE = "OTCacheAnchorSearch"
+
+
+def anchor_or_saved(saved_choice: str, extra_pnginfo, node_id, model, vae, positive, negative, latent_image: dict,
+                    seed: int, seeds: int, sampler_name: str, scheduler: str, steps: int, cfg: float,
+                    reference: Schedule, budget: int = 0, trials: int = 30, metric: str = "lpips", reuse: str = "auto",
+                    budget_path: str = "measure", neighbour_evals: int = 4, **search_options):
+    """(anchor, comparison, trials plot, text, saved record): the workflow's saved result when it was computed
+    for these inputs (no sampling, :mod:`.saved_results`), else :func:`run_anchor_search`."""
+    if not isinstance(reference, Schedule):
+        raise ValueError("reference must be an OTCache schedule (from a preset, the Reference node or text)")
+    resolved = budget or default_budget(steps)
+    for_ = computed_for(model_fingerprint(model), sampler_name, scheduler, steps, cfg, resolved,
+                        reference=str(resample(reference, steps) if reference.steps != steps else reference),
+                        trials=int(trials), metric=metric, seed=int(seed), seeds=int(seeds),
+                        reuse=resolve_reuse(model, reuse), budget_path=budget_path, neighbour_evals=int(neighbour_evals))
+    prompt = conditioning_fingerprint(positive, negative)
+    found = find_saved(saved_choice, extra_pnginfo, node_id, NODE_TYPE, for_)
+    if found is not None:
+        anchor, record = found
+        text = f"anchor {anchor} (K={anchor.budget}/N={anchor.steps}, {anchor.speedup:.2f}x)\n" + used_saved_text(
+            record, record.get("prompt") == prompt)
+        values = [float(v) for v in record.get("trial_values", [])]
+        plot = trials_plot(values, f"anchor search (saved): {len(values)} trials, K={anchor.budget} of N={steps}",
+                           str(anchor.metrics.get("metric", metric)))
+        return anchor, text_card(f"saved result: {anchor}\nno sampling ran, so no pictures"), plot, text, record
+    run = search_anchor(model, vae, positive, negative, latent_image, seed, seeds, sampler_name, scheduler, steps, cfg,
+                        reference, budget=budget, trials=trials, reuse=reuse, metric=metric, node_id=node_id,
+                        budget_path=budget_path, neighbour_evals=neighbour_evals, **search_options)
+    record = saved_record(NODE_TYPE, run.anchor, for_, prompt, trial_values=run.trial_values)
+    return run.anchor, run.comparison, run.plot, run.text, record
+
+
+@dataclasses.dataclass
+class AnchorRun:
+    anchor: Schedule
+    comparison: torch.Tensor  # IMAGE: full compute, the reference's warp, the anchor (first seed)
+    plot: torch.Tensor  # IMAGE: objective per trial
+    text: str
+    trial_values: list  # every completed trial's objective, in order
+
+
+def run_anchor_search(*args, **kwargs) -> tuple[Schedule, torch.Tensor, torch.Tensor, str]:
+    """The node's work, callable from Python: (anchor, comparison IMAGE, trials IMAGE, summary text)."""
+    run = search_anchor(*args, **kwargs)
+    return run.anchor, run.comparison, run.plot, run.text
+
+
+def search_anchor(model, vae, positive, negative, latent_image: dict, seed: int, seeds: int, sampler_name: str,
+                  scheduler: str, steps: int, cfg: float, reference: Schedule, budget: int = 0, trials: int = 30,
+                  storage: str = "", reuse: str = "auto", metric: str = "lpips", knots: int = 5,
+                  node_id: str | None = None, lpips_factory=None, budget_path: str = "measure",
+                  neighbour_evals: int = 4) -> AnchorRun:
+    """Search the anchor (Optuna), measure the budget path, draw the pictures."""
     if not isinstance(reference, Schedule):
         raise ValueError("reference must be an OTCache schedule (from a preset, the Reference node or text)")
     if seeds < 1:
@@ -204,7 +253,7 @@ def run_anchor_search(model, vae, positive, negative, latent_image: dict, seed: 
                 "reuse": mode, "seeds": seed_list})
 
     row, plot, text = _report(anchor, objective, reference_n, study, path, image_metric, seed_list, name)
-    return anchor, row, plot, text
+    return AnchorRun(anchor, row, plot, text, [float(t.value) for t in study.trials if t.value is not None])
 
 
 def _with_budget_path(anchor: Schedule, objective: Objective, reference: Schedule, graph: dict, study, name: str,

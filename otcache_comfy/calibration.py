@@ -652,6 +652,15 @@ def setup_fingerprint(setup: SamplingSetup, seeds: Sequence[int], reuse: str = "
     return h.hexdigest()
 
 
+def conditioning_fingerprint(positive, negative) -> str:
+    """sha256 (hex, 16 chars) of both conditionings: tells a saved result whether it was made for this prompt."""
+    h = hashlib.sha256()
+    for name, cond in (("positive", positive), ("negative", negative)):
+        h.update(name.encode())
+        _hash_value(h, cond)
+    return h.hexdigest()[:16]
+
+
 def calibration_key(setup: SamplingSetup, seed: int, seeds: int, edge_cost: str, max_skip: int, reuse: str) -> str:
     """File key of a calibration: the setup, seeds ``seed .. seed+seeds-1``, reuse, edge cost, window.
 

@@ -96,6 +96,13 @@ def labelled_row(images: Sequence[torch.Tensor], labels: Sequence[str], scale_to
     return to_image_tensor(row)
 
 
+def text_card(text: str, width: int = 512, height: int = 160) -> torch.Tensor:
+    """An IMAGE ``[1, H, W, 3]`` with ``text`` on it, for an output that has no picture to show this time."""
+    canvas = Image.new("RGB", (width, height), BACKGROUND)
+    ImageDraw.Draw(canvas).multiline_text((12, 12), text, fill=FOREGROUND, font=_font(13))
+    return to_image_tensor(canvas)
+
+
 HEATMAP_SIZE = 512
 # ----------------------------------------------------------------- the cost heatmap (pure numpy)
 

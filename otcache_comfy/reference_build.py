@@ -30,13 +30,17 @@ from .calibration import (
     calibration_key,
     calibration_path,
     check_uncached,
+    conditioning_fingerprint,
     load_or_new,
     measure_schedule,
+    model_fingerprint,
 )
 from .plots import cost_heatmap
+from .saved_results import computed_for, costs_from_json, costs_to_json, find_saved, saved_record, used_saved_text
 
 log = logging.getLogger("otcache")
 
+NODE_TYPE = "OTCacheReference"
 DEFAULT_MAX_SKIP = 5
 DEFAULT_SEEDS = 2
 
@@ -135,6 +139,32 @@ def build_reference(setup: SamplingSetup, options: ReferenceOptions, *,
         text += f"\nrecovery: {recovery}"
     evaluations, runs = (measured.evaluations, measured.runs) if measured else (0, 0)
     return ReferenceResult(schedule, costs, matrix, cost_heatmap(costs, compute), text, path, stats, evaluations, runs)
+
+
+def reference_for(setup: SamplingSetup, options: ReferenceOptions) -> dict:
+    """What a reference is computed for (:mod:`.saved_results`): a saved one is used only for the same."""
+    return computed_for(model_fingerprint(setup.model), setup.sampler_name, setup.scheduler, setup.steps, setup.cfg,
+                        options.budget or default_budget(setup.steps, options.max_skip), edge_cost=options.edge_cost,
+                        objective=options.objective, max_skip=options.max_skip, seed=options.seed,
+                        seeds=options.seeds, reuse=resolve_reuse(setup.model, options.reuse))
+
+
+def reference_or_saved(setup: SamplingSetup, options: ReferenceOptions, saved_choice: str, extra_pnginfo, node_id,
+                       **hooks) -> tuple[Schedule, torch.Tensor, str, dict]:
+    """(schedule, heatmap, text, saved record): the workflow's saved result when it was computed for these
+    inputs (no sampling), else :func:`build_reference`."""
+    for_ = reference_for(setup, options)
+    prompt = conditioning_fingerprint(setup.positive, setup.negative)
+    found = find_saved(saved_choice, extra_pnginfo, node_id, NODE_TYPE, for_)
+    if found is not None:
+        schedule, record = found
+        image = cost_heatmap(costs_from_json(record["costs"]), schedule.compute)
+        text = (f"OTCache Reference K={schedule.budget}/N={schedule.steps} ({schedule.speedup:.2f}x): {schedule}\n"
+                + used_saved_text(record, record.get("prompt") == prompt))
+        return schedule, image, text, record
+    result = build_reference(setup, options, **hooks)
+    record = saved_record(NODE_TYPE, result.schedule, for_, prompt, costs=costs_to_json(result.costs))
+    return result.schedule, result.image, result.text, record
 
 
 @dataclasses.dataclass

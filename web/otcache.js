@@ -538,6 +538,10 @@ function onScheduleExecuted(node, output) {
   }
   const curve = output?.otcache_curve?.[0] ?? curveFromSchedule(schedule);
   if (curveFromSchedule(schedule)) saved.json = schedule; // travels with the workflow, path included
+  // Reference and Anchor Search: the result and what it was computed for. Saved with the workflow,
+  // so on another machine the node returns it without calibrating (otcache_comfy/saved_results.py).
+  const result = output?.otcache_saved?.[0];
+  if (result && result.format === "otcache.saved-result") saved.result = result;
   ensure(node).curve = curve ?? null;
   node.properties = node.properties ?? {};
   node.properties[LAST_RUN_PROPERTY] = saved;

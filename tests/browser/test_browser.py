@@ -218,6 +218,7 @@ def test_flux_example_loads_without_missing_nodes_and_draws_strips(page):
 
 def test_dragging_the_budget_slider_updates_strip_and_speedup_live(page, comfy_server):
     load_template(page, FLUX)  # each test loads what it needs: none depends on another's order
+    search_ran(page, ANCHOR_ID, FLUX_ANCHOR)
     wait_idle(page)
     page.evaluate("() => { const n = app.graph.getNodeById(22); app.canvas.ds.scale = 1.2; app.canvas.centerOnNode(n); app.canvas.draw(true, true); }")
     before = page.evaluate(STATE, SLIDER_ID)
@@ -429,3 +430,56 @@ def test_a_measured_path_draws_its_curve_and_steers_the_slider(page, comfy_serve
         assert blue > 20, f"node {node_id}: no curve pixels drawn ({blue})"
     saved = page.evaluate("(id) => app.graph.serialize().nodes.find((n) => n.id === id).properties.otcache_last_run", ANCHOR_ID)
     assert saved["json"]["params"]["path"]["knots"][10][0] == 20  # the path travels with the workflow
+
+
+FULL_CHAIN = "otcache-tiny-demo-full-chain"
+EXECUTED = "Prompt executed in"
+
+
+def queue_and_wait(page, comfy_server, timeout=400):
+    """Queue the canvas's workflow as the Run button does; wait until the server has run it; its log lines."""
+    before = len(comfy_server.log())
+    page.evaluate("() => app.queuePrompt(0, 1)")
+    deadline = time.monotonic() + timeout
+    while EXECUTED not in comfy_server.log()[before:]:
+        assert time.monotonic() < deadline, f"the workflow did not run in {timeout} s:\n{comfy_server.log()[-3000:]}"
+        time.sleep(0.25)
+    wait_idle(page)
+    return comfy_server.log()[before:]
+
+
+def test_a_searched_workflow_travels_to_a_machine_without_calibration_files(page, comfy_server, tmp_path):
+    """Search, save the workflow, clear the user directory (another machine), reload, queue: no calibration runs
+    and the schedules are the same."""
+    ids = (REFERENCE_ID, ANCHOR_ID, SLIDER_ID)
+    load_template(page, FULL_CHAIN)
+    wait_idle(page)
+    log = queue_and_wait(page, comfy_server)
+    assert "calibration:" in log  # the first machine calibrated
+    first = {i: page.evaluate(STATE, i)["compact"] for i in ids}
+    saved = page.evaluate("() => app.graph.serialize()")
+    results = {n["id"]: n["properties"]["otcache_last_run"].get("result") for n in saved["nodes"] if n["id"] in ids[:2]}
+    assert all(r and r["schedule"]["compute"] for r in results.values())
+    assert results[REFERENCE_ID]["for"]["steps"] == 8 and results[ANCHOR_ID]["for"]["budget"] == 3
+
+    # The second machine: another ComfyUI with an empty user directory (no calibration files, no studies).
+    from devtools.server import start_server
+
+    second = start_server(tmp_path / "second-machine")
+    other = page.context.new_page()
+    try:
+        other.goto(second.url)
+        other.wait_for_function("() => window.app && window.app.graph && window.OTCacheUI", timeout=90_000)
+        close_templates_dialog(other)
+        other.evaluate("async (wf) => { await app.loadGraphData(wf); }", saved)
+        wait_idle(other)
+        # Before anything is queued, the strips show the saved results.
+        assert {i: other.evaluate(STATE, i)["compact"] for i in ids[:2]} == {i: first[i] for i in ids[:2]}
+        log = queue_and_wait(other, second)
+        assert "calibration:" not in log and log.count("used the saved result") == 2, log[-3000:]
+        user = second.workdir / "user"
+        assert not any((user / "otcache").rglob("*.*")) if (user / "otcache").exists() else True  # nothing calibrated
+        assert {i: other.evaluate(STATE, i)["compact"] for i in ids} == first
+    finally:
+        other.close()
+        second.stop()

@@ -37,9 +37,9 @@ FULL_CHAIN_DEMO = "otcache-tiny-demo-full-chain"
 WIDGET_ORDER = {
     "KSampler": ["seed", f"seed.{CONTROL}", "steps", "cfg", "sampler_name", "scheduler", "denoise"],
     "OTCacheAnchorSearch": ["seed", "seeds", "sampler_name", "scheduler", "steps", "cfg", "budget", "trials", "reuse",
-                            "metric", "storage", "budget_path", "neighbour_evals"],
+                            "metric", "storage", "budget_path", "neighbour_evals", "saved_result"],
     "OTCacheReference": ["seed", "seeds", "sampler_name", "scheduler", "steps", "cfg", "budget",
-                         "edge_cost", "objective", "max_skip", "reuse", "measure"],
+                         "edge_cost", "objective", "max_skip", "reuse", "measure", "saved_result"],
     "OTCacheBudgetSlider": ["speedup", "mapping", "steps"],
     "OTCacheSchedulePreset": ["preset"],
     "OTCacheCachedModel": ["reuse", "cache_device", "on_step_mismatch"],
@@ -349,13 +349,13 @@ def test_tiny_demo_runs_on_cpu(comfy_server, object_info):
 def test_full_chain_demo_runs_on_cpu(comfy_server, object_info):
     """Reference (global, N=8) -> Anchor Search (4 trials, SSIM) -> Budget Slider -> Cached Model, run for real.
 
-    Run as a workflow saved before Anchor Search gained its optional budget_path and
-    neighbour_evals inputs (their widget values dropped): it passes the schema check, the
+    Run as a workflow saved before Anchor Search gained its optional budget_path,
+    neighbour_evals and saved_result inputs (their widget values dropped): it passes the schema check, the
     server takes it and the inputs' defaults apply (the path is measured).
     """
     workflow = by_name(FULL_CHAIN_DEMO)
     chain = _full_chain(workflow)
-    chain["anchor"]["widgets_values"] = chain["anchor"]["widgets_values"][:-2]
+    chain["anchor"]["widgets_values"] = chain["anchor"]["widgets_values"][:-3]
     assert check_workflow(workflow, object_info) == []
     prompt = to_api_prompt(workflow, object_info)
     assert "budget_path" not in prompt[str(chain["anchor"]["id"])]["inputs"]
