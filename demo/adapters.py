@@ -78,10 +78,14 @@ class TinyFluxDecoder:
 
 
 DEFAULT_TINY_FLUX_PROMPT = tiny_data.PROMPT_EXAMPLE
-NEGATIVE_WHEN_EMPTY = "any background; any any"
+NEGATIVE_WHEN_EMPTY = ""  # the empty prompt: what training showed for dropped conditioning
 
 
 def tiny_flux_conditioning(text: str) -> list:
-    """CONDITIONING of a prompt text (:func:`.tiny_data.parse_prompt`, then the fixed encoder): ``[[[1, 8, 32], {}]]``."""
-    context = tiny_data.PromptEncoder()(tiny_data.parse_prompt(text))
+    """CONDITIONING of a prompt text (:func:`.tiny_data.parse_prompt`, then the fixed encoder): ``[[[1, 8, 32], {}]]``.
+
+    Empty text is the empty prompt (every token padding), cfg's natural negative for this model.
+    """
+    encoder = tiny_data.PromptEncoder()
+    context = encoder.null() if not text.strip() else encoder(tiny_data.parse_prompt(text))
     return [[context[None], {}]]

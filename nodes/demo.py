@@ -3,7 +3,7 @@
 No checkpoint, text encoder or download needed.
 
 - **OTCache Tiny FLUX (trained)** (:class:`OTCacheTinyFlux`): ComfyUI's own FLUX class at
-  1.4M parameters, trained on procedural shapes (``benchmarks/tiny``), with its fixed
+  2.7M parameters (8 blocks), trained on procedural shapes (``benchmarks/tiny``), with its fixed
   prompt encoder (:class:`.tiny_data.PromptEncoder`) and latent decoder
   (:class:`.tiny_data.PatchCodec`). Its pictures follow the prompt, so speed *and*
   fidelity of a caching schedule can be judged on a CPU (``scripts/demo``).
@@ -84,7 +84,7 @@ class OTCacheTinyFlux(io.ComfyNode):
             display_name="OTCache Tiny FLUX (trained)",
             category=DEMO_CATEGORY,
             description=(
-                "A 1.4M-parameter FLUX (ComfyUI's own FLUX model class) trained on procedural shapes, for trying "
+                "A 2.7M-parameter FLUX (ComfyUI's own FLUX model class, 8 blocks) trained on procedural shapes, for trying "
                 "OTCache on a CPU: real speed and real fidelity in seconds, no download. It loads the bundled "
                 "weights (demo/weights/flux.safetensors) and gives the model, the prompt's conditioning, "
                 "an empty 32x32 latent (64x64 pixels) and its fixed decoder as a VAE. Prompts: "
@@ -93,10 +93,10 @@ class OTCacheTinyFlux(io.ComfyNode):
             inputs=[
                 io.String.Input("prompt", default=DEFAULT_TINY_FLUX_PROMPT, tooltip=(
                     f"What to draw: {tiny_data.PROMPT_FORM}, 1 to 3 objects. Words: {tiny_data.prompt_vocabulary()}. "
-                    "'any' leaves it to the model; positions, sizes and extra small shapes are always open.")),
+                    "'any' leaves it to the model; positions and sizes are always open.")),
                 io.String.Input("negative", default="", tooltip=(
-                    "Negative prompt in the same form, used only at cfg above 1 (the model was trained without "
-                    f"guidance; cfg 1 is right). Empty: '{NEGATIVE_WHEN_EMPTY}', the least specific prompt.")),
+                    "Negative prompt in the same form, used only at cfg above 1. Empty: the empty prompt, which "
+                    "training showed for dropped conditioning (the model samples with cfg 3 in the benchmarks).")),
                 io.Int.Input("batch_size", default=1, min=1, max=64,
                              tooltip="Latents in the batch (each gets its own noise from the sampler's seed)."),
             ],
@@ -114,8 +114,8 @@ class OTCacheTinyFlux(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, prompt, negative) -> bool | str:
         # Checked when the workflow is queued, before anything runs.
-        for text in (prompt, (negative.strip() if isinstance(negative, str) else negative) or NEGATIVE_WHEN_EMPTY):
-            if not isinstance(text, str):  # linked from another node: checked when it runs
+        for text in (prompt, negative):
+            if not isinstance(text, str) or (text is negative and not text.strip()):  # linked, or the empty prompt
                 continue
             try:
                 tiny_data.parse_prompt(text)
@@ -131,7 +131,7 @@ class OTCacheTinyFlux(io.ComfyNode):
     @classmethod
     def execute(cls, prompt, negative="", batch_size=1) -> io.NodeOutput:
         positive = tiny_flux_conditioning(prompt)
-        negative_cond = tiny_flux_conditioning(negative.strip() or NEGATIVE_WHEN_EMPTY)
+        negative_cond = tiny_flux_conditioning(negative)
         model, _ = load_tiny_flux()
         latent = tiny_latent("flux", batch=batch_size, height=tiny_data.LATENT, width=tiny_data.LATENT)
         return io.NodeOutput(model, positive, negative_cond, latent, TinyFluxDecoder(model.model.latent_format))

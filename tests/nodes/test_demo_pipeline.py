@@ -89,7 +89,8 @@ def test_parse_prompt_rejects_bad_text_listing_the_allowed_words(text, problem):
 def test_tiny_flux_node_schema():
     schema = OTCacheTinyFlux.define_schema()
     assert schema.category == "OTCache/demo"
-    assert "1.4M-parameter FLUX" in schema.description and "CPU" in schema.description
+    _, meta = load_tiny_flux()  # the description states the shipped weights' size
+    assert f"{int(meta['params']) / 1e6:.1f}M-parameter FLUX" in schema.description and "CPU" in schema.description
     assert [i.id for i in schema.inputs] == ["prompt", "negative", "batch_size"]
     assert all(i.tooltip for i in schema.inputs)
     assert [o.io_type for o in schema.outputs] == ["MODEL", "CONDITIONING", "CONDITIONING", "LATENT", "VAE"]
@@ -105,7 +106,7 @@ def test_tiny_flux_node_gives_a_trained_flux_that_samples_and_decodes():
         assert params == int(meta["params"])
     encoder = tiny_data.PromptEncoder()
     assert torch.equal(positive[0][0], encoder(parse_prompt("checker background; yellow diamond"))[None])
-    assert torch.equal(negative[0][0], encoder(parse_prompt(demo.NEGATIVE_WHEN_EMPTY))[None])
+    assert torch.equal(negative[0][0], encoder.null()[None])  # empty negative: the empty prompt of training
     assert latent["samples"].shape == (2, tiny_data.CHANNELS, tiny_data.LATENT, tiny_data.LATENT)
     assert isinstance(vae, TinyFluxDecoder)
     # Re-running the node reuses the loaded model (one per weights file version).
