@@ -18,7 +18,7 @@ __all__ = ["PSNR_CAP", "psnr", "psnr_per_image", "ssim"]
 PSNR_CAP = 99.0  # dB, for identical images
 
 
-def psnr(images, references, cap: float | None = PSNR_CAP) -> float:
+def psnr(images: torch.Tensor | np.ndarray, references: torch.Tensor | np.ndarray, cap: float | None = PSNR_CAP) -> float:
     """PSNR (dB) of two image batches (tensors or arrays) as one number; ``cap=None`` gives inf for identical ones."""
     a = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images).double()
     b = torch.as_tensor(np.asarray(references) if not isinstance(references, torch.Tensor) else references).double()
