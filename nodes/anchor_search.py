@@ -19,7 +19,7 @@ from comfy_api.latest import io
 from ..otcache_comfy.anchor_run import anchor_or_saved
 from ..otcache_comfy.cache_runtime import REUSE_MODES
 from ..otcache_comfy.saved_results import SAVED_CHOICES
-from ..otcache_comfy.ui_text import send_node_text
+from ..otcache_comfy.ui_text import node_id_of, node_ui
 from .types import CATEGORY, OTSchedule
 
 log = logging.getLogger("otcache")
@@ -93,13 +93,11 @@ class OTCacheAnchorSearch(io.ComfyNode):
     def execute(cls, model, vae, positive, negative, latent_image, seed, seeds, sampler_name, scheduler, steps, cfg,
                 reference, budget=0, trials=30, storage="", reuse="auto", metric="lpips", budget_path="measure",
                 neighbour_evals=4, saved_result=SAVED_CHOICES[0]) -> io.NodeOutput:
-        node_id = cls.hidden.unique_id if cls.hidden is not None else None
+        node_id = node_id_of(cls)
         extra_pnginfo = cls.hidden.extra_pnginfo if cls.hidden is not None else None
         anchor, comparison, plot, text, record = anchor_or_saved(
             saved_result, extra_pnginfo, node_id, model, vae, positive, negative, latent_image, seed, seeds,
             sampler_name, scheduler, steps, cfg, reference, budget=budget, trials=trials, metric=metric, reuse=reuse,
             budget_path=budget_path, neighbour_evals=neighbour_evals, storage=storage or "")
         log.info("OTCache anchor search: %s", text.replace("\n", "; "))
-        send_node_text(node_id, text)
-        return io.NodeOutput(anchor, comparison, plot, ui={"text": [text], "otcache_schedule": [anchor.to_dict()],
-                                                           "otcache_saved": [record]})
+        return io.NodeOutput(anchor, comparison, plot, ui=node_ui(cls, anchor, text, otcache_saved=[record]))

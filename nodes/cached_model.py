@@ -4,6 +4,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..otcache_comfy.cache_runtime import CACHE_DEVICES, REUSE_MODES, STEP_MISMATCH, apply_otcache
+from ..otcache_comfy.ui_text import node_id_of
 from .types import CATEGORY, OTSchedule
 
 
@@ -41,7 +42,7 @@ class OTCacheCachedModel(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, schedule, reuse="auto", cache_device="model", on_step_mismatch="resample") -> io.NodeOutput:
-        node_id = cls.hidden.unique_id if cls.hidden is not None else None
+        node_id = node_id_of(cls)
         patched = apply_otcache(model, schedule, reuse=reuse, cache_device=cache_device,
                                 on_step_mismatch=on_step_mismatch, node_id=node_id)
         return io.NodeOutput(patched)

@@ -20,7 +20,7 @@ from ..otcache_comfy.reference_build import (
     reference_setup,
 )
 from ..otcache_comfy.saved_results import SAVED_CHOICES
-from ..otcache_comfy.ui_text import send_node_text
+from ..otcache_comfy.ui_text import node_id_of, node_ui, send_node_text
 from ..otcache_core.edge_costs import EDGE_COSTS
 from ..otcache_core.graph import OBJECTIVES
 from .types import CATEGORY, OTSchedule
@@ -105,7 +105,7 @@ class OTCacheReference(io.ComfyNode):
     def execute(cls, model, positive, negative, latent_image, seed, seeds, sampler_name, scheduler, steps, cfg,
                 budget=0, edge_cost="global", objective="minimax", max_skip=DEFAULT_MAX_SKIP, reuse="auto",
                 measure=True, saved_result=SAVED_CHOICES[0]) -> io.NodeOutput:
-        node_id = cls.hidden.unique_id if cls.hidden is not None else None
+        node_id = node_id_of(cls)
         bar: list = []
 
         def progress(done: int, total: int) -> None:
@@ -126,7 +126,5 @@ class OTCacheReference(io.ComfyNode):
         extra_pnginfo = cls.hidden.extra_pnginfo if cls.hidden is not None else None
         schedule, image, text, record = reference_or_saved(setup, options, saved_result, extra_pnginfo, node_id,
                                                            progress=progress, status=status)
-        send_node_text(node_id, text)
         log.info(text)
-        return io.NodeOutput(schedule, image, ui={"text": [text], "otcache_schedule": [schedule.to_dict()],
-                                                  "otcache_saved": [record]})
+        return io.NodeOutput(schedule, image, ui=node_ui(cls, schedule, text, otcache_saved=[record]))

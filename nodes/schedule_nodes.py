@@ -88,9 +88,8 @@ class OTCacheBudgetSlider(io.ComfyNode):
     @classmethod
     def execute(cls, reference, anchor, speedup, steps=0, mapping="linear") -> io.NodeOutput:
         result = slider_schedule(reference, anchor, speedup, steps, mapping)
-        ui = node_ui(cls, result.schedule, result.text)
-        ui["otcache_curve"] = [result.curve] if result.curve is not None else []
-        return io.NodeOutput(result.schedule, ui=ui)
+        curve = [result.curve] if result.curve is not None else []
+        return io.NodeOutput(result.schedule, ui=node_ui(cls, result.schedule, result.text, otcache_curve=curve))
 
 
 # ---------------------------------------------------------------- presets

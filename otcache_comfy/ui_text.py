@@ -35,12 +35,13 @@ def node_id_of(cls) -> str | None:
     return getattr(hidden, "unique_id", None) if hidden is not None else None
 
 
-def node_ui(cls, schedule, text: str) -> dict:
+def node_ui(cls, schedule, text: str, **extra: list) -> dict:
     """The ``ui`` payload of a node showing ``text`` (and ``schedule``), also sent as progress text.
 
     ``ui["text"]`` is the text, ``ui["otcache_schedule"]`` the schedule's JSON object
-    (empty list when there is none), which the frontend draws as a strip. Progress text
-    is sent only when a server runs and the node knows its id.
+    (empty list when there is none), which the frontend draws as a strip; ``extra`` adds
+    more entries (``otcache_saved``, ``otcache_curve``). Progress text is sent only when a
+    server runs and the node knows its id.
     """
     send_node_text(node_id_of(cls), text)
-    return {"text": [text], "otcache_schedule": [schedule.to_dict()] if schedule is not None else []}
+    return {"text": [text], "otcache_schedule": [schedule.to_dict()] if schedule is not None else [], **extra}
