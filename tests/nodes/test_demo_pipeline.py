@@ -33,7 +33,6 @@ from test_example_workflows import FOLDER, _link_source, load, to_api_prompt, wi
 
 from comfyui_otcache.demo import adapters, tiny_data
 from comfyui_otcache.demo.tiny_data import Prompt, PromptSyntaxError, parse_prompt
-from comfyui_otcache.nodes import demo
 from comfyui_otcache.nodes.demo import OTCacheTinyFlux, TinyFluxDecoder, TinyFluxWeightsError, load_tiny_flux
 from devtools.server import free_port
 
