@@ -369,29 +369,64 @@ def progress_printer(prefix: str, every: float = 20.0) -> Callable[[int, int], N
     return progress
 
 
-def run_cell(target: BenchTarget, steps: int, args, counter: TransformerCalls, lpips_metric, anchor_metric) -> dict:
+@dataclasses.dataclass
+class Cell:
+    """One (model, N) cell of the benchmark: what every stage needs."""
+
+    target: BenchTarget
+    steps: int
+    args: Any
+    counter: TransformerCalls
+    tag: str
+    budgets: list[int]
+    window: int
+    mode: str
+    cal_first: list[int]
+    cal_seeds: list[list[int]]
+    eval_seeds: list[int]
+    cal_setups: list[SamplingSetup]
+    eval_setups: list[SamplingSetup]
+    costs_table: list[dict] = dataclasses.field(default_factory=list)
+
+
+def make_cell(target: BenchTarget, steps: int, args, counter: TransformerCalls) -> Cell:
     tag = f"[{target.name} N={steps}]"
-    speedups = args.speedups
-    budgets = budgets_for(steps, speedups)
-    k_ref, k_anchor = budgets[0], budgets[-1]
-    window = args.max_skip or auto_window(steps, k_anchor)
+    budgets = budgets_for(steps, args.speedups)
+    window = args.max_skip or auto_window(steps, budgets[-1])
     try:
-        best_path(window_costs(steps, window), k_anchor)
+        best_path(window_costs(steps, window), budgets[-1])
     except GraphSearchError as exc:
-        raise BenchError(f"{tag} --max-skip {window} cannot reach budget {k_anchor}: {exc}") from None
-    mode = resolve_reuse(target.model, args.reuse)
+        raise BenchError(f"{tag} --max-skip {window} cannot reach budget {budgets[-1]}: {exc}") from None
     cal_first, eval_seeds = prompt_seeds(len(target.cal_conds), args.cal_seeds, len(target.eval_conds))
-    cal_seeds = [[first + s for s in range(args.cal_seeds)] for first in cal_first]
 
     def setup_for(pos, neg) -> SamplingSetup:
         return SamplingSetup(target.model, pos, neg, target.latent, target.sampler, target.scheduler, steps,
                              float(target.cfg))
 
-    cal_setups = [setup_for(*c) for c in target.cal_conds]
-    eval_setups = [setup_for(*c) for c in target.eval_conds]
-    costs_table: list[dict] = []
+    return Cell(target, steps, args, counter, tag, budgets, window, resolve_reuse(target.model, args.reuse),
+                cal_first, [[first + s for s in range(args.cal_seeds)] for first in cal_first], eval_seeds,
+                [setup_for(*c) for c in target.cal_conds], [setup_for(*c) for c in target.eval_conds])
 
-    # --- stage 1: global edge costs on the calibration prompts, minimax reference
+
+def run_cell(target: BenchTarget, steps: int, args, counter: TransformerCalls, lpips_metric, anchor_metric) -> dict:
+    """Stages 1-3 of OTCache and the baselines on the calibration prompts, then everything on the held-out ones."""
+    cell = make_cell(target, steps, args, counter)
+    matrices, costs, reference = stage1_reference(cell)
+    objective, objectives, graph, anchor, study = stage2_anchor(cell, matrices, costs, reference, anchor_metric)
+    path, otcache, plain_ot, direct = stage3_path(cell, objective, objectives, graph, reference, anchor, study,
+                                                  anchor_metric)
+    easy = tune_easycache(cell)
+    points = cell_points(cell, path, otcache, plain_ot, direct, easy)
+    full_seconds = evaluate_points(cell, points, lpips_metric)
+    rows = result_rows(cell, points, full_seconds)
+    say(f"{cell.tag} done")
+    return cell_result(cell, reference, anchor, otcache, plain_ot, path, direct, costs, rows)
+
+
+def stage1_reference(cell: Cell):
+    """Global edge costs on the calibration prompts (mean matrix), minimax reference at the 2x budget."""
+    tag, target, steps, args, window, mode = cell.tag, cell.target, cell.steps, cell.args, cell.window, cell.mode
+    cal_setups, cal_first, costs_table, k_ref = cell.cal_setups, cell.cal_first, cell.costs_table, cell.budgets[0]
     say(f"{tag} stage 1: global edge costs, W={window}, {len(cal_setups)} prompt(s) x {args.cal_seeds} seed(s), "
         f"reuse {mode}")
     matrices, runs, evaluations, seconds = [], 0, 0, 0.0
@@ -415,7 +450,13 @@ def run_cell(target: BenchTarget, steps: int, args, counter: TransformerCalls, l
                         "runs": 0, "evaluations": 0, "seconds": solve})
     say(f"{tag} reference K={k_ref}: {reference}")
 
-    # --- stage 2: anchor search, scored end to end against full compute (decoded)
+    return matrices, costs, reference
+
+
+def stage2_anchor(cell: Cell, matrices, costs, reference: Schedule, anchor_metric):
+    """The anchor at the 6x budget, scored end to end against full compute (decoded)."""
+    tag, target, steps, args, mode = cell.tag, cell.target, cell.steps, cell.args, cell.mode
+    cal_setups, cal_seeds, costs_table, k_anchor = cell.cal_setups, cell.cal_seeds, cell.costs_table, cell.budgets[-1]
     objectives = []
     for p, setup in enumerate(cal_setups):
         refs = {seed: decode_frames(target.decoder, matrices[p].extras[f"final_{s}"])
@@ -440,7 +481,13 @@ def run_cell(target: BenchTarget, steps: int, args, counter: TransformerCalls, l
         "seconds": anchor_seconds})
     say(f"{tag} anchor K={k_anchor}: {anchor} ({anchor_metric.name} {anchor.metrics['objective']:.4g})")
 
-    # --- stage 3: the measured budget path (knots at every budget, OT between); plain OT for comparison
+    return objective, objectives, graph, anchor, study
+
+
+def stage3_path(cell: Cell, objective, objectives, graph, reference: Schedule, anchor: Schedule, study, anchor_metric):
+    """The measured budget path (knots at every budget, OT between); plain OT and the direct graph search too."""
+    tag, steps, args, budgets, costs_table = cell.tag, cell.steps, cell.args, cell.budgets, cell.costs_table
+    k_ref, k_anchor = budgets[0], budgets[-1]
     begin = time.perf_counter()
     runs_before = sum(o.sampling_runs for o in objectives)
     evals_before = sum(o.evaluations for o in objectives)
@@ -459,12 +506,23 @@ def run_cell(target: BenchTarget, steps: int, args, counter: TransformerCalls, l
     otcache = {k: path_schedule(path, k) for k in budgets}
     plain_ot = {k: interpolate(reference, anchor, k, mapping=args.mapping) for k in budgets}
     begin = time.perf_counter()
-    direct = {k: Schedule(steps, best_path(costs, k, "minimax"), source="reference") for k in budgets}
+    direct = {k: graph_schedule(graph, steps, k) for k in budgets}
     costs_table.append({"stage": "graph search (direct): minimax at every budget",
                         "detail": "reuses the stage-1 cost matrix", "runs": 0, "evaluations": 0,
                         "seconds": time.perf_counter() - begin})
 
-    # --- EasyCache: bisect the threshold on the calibration prompts
+    return path, otcache, plain_ot, direct
+
+
+def graph_schedule(graph: dict, steps: int, k: int) -> Schedule:
+    """The direct graph search's schedule at budget ``k`` (from the stage-1 matrix's solutions)."""
+    return Schedule(steps, graph[k].compute, source="reference")
+
+
+def tune_easycache(cell: Cell) -> dict:
+    """EasyCache with its threshold bisected to each budget on the calibration prompts."""
+    tag, target, args, budgets, costs_table = cell.tag, cell.target, cell.args, cell.budgets, cell.costs_table
+    cal_setups, cal_seeds, counter = cell.cal_setups, cell.cal_seeds, cell.counter
     say(f"{tag} EasyCache: bisecting reuse_threshold on the calibration prompts")
     tuner = EasyCacheTuner(target, cal_setups, cal_seeds, counter, args.easycache_start, args.easycache_end,
                            args.easycache_iters)
@@ -476,7 +534,13 @@ def run_cell(target: BenchTarget, steps: int, args, counter: TransformerCalls, l
                         "detail": f"{len(tuner.measured)} settings x {sum(map(len, cal_seeds))} prompt-seed(s)",
                         "runs": tuner.runs, "evaluations": tuner.evaluations, "seconds": tuner.seconds})
 
-    # --- the points
+    return easy
+
+
+def cell_points(cell: Cell, path, otcache: dict, plain_ot: dict, direct: dict, easy: dict) -> list:
+    """Every method at every budget, as points to evaluate (identical schedules marked to share one run)."""
+    target, steps, budgets, speedups = cell.target, cell.steps, cell.budgets, cell.args.speedups
+    k_ref, k_anchor = budgets[0], budgets[-1]
     points = [Point("full compute", f"full compute ({steps}/{steps})", steps, 1.0, None)]
     for s, k in zip(speedups, budgets):
         knot = path.knot_at(k)
@@ -502,7 +566,13 @@ def run_cell(target: BenchTarget, steps: int, args, counter: TransformerCalls, l
             point.note = (point.note + "; " if point.note else "") + f"same schedule as {first_of[point.key()].label}"
         first_of.setdefault(point.key(), point)
 
-    # --- evaluation on the held-out prompts
+    return points
+
+
+def evaluate_points(cell: Cell, points: list, lpips_metric) -> list[float]:
+    """Sample every point on the held-out prompts, full compute first and again last; full-compute seconds."""
+    tag, target, args, counter, mode = cell.tag, cell.target, cell.args, cell.counter, cell.mode
+    eval_setups, eval_seeds = cell.eval_setups, cell.eval_seeds
     models_for = {id(p): easycache_model(target.model, p.easycache.threshold, p.easycache.start, p.easycache.end)
                   for p in points if p.easycache is not None}
     full_seconds: list[float] = []
@@ -531,6 +601,11 @@ def run_cell(target: BenchTarget, steps: int, args, counter: TransformerCalls, l
             "seconds": full_seconds[-1], "seconds_first": first.seconds, "seconds_last": last.seconds,
             **fidelity(last.final, target.frames(last.final), first.final, full_frames, lpips_metric)})
 
+    return full_seconds
+
+
+def result_rows(cell: Cell, points: list, full_seconds: list[float]) -> list[dict]:
+    tag, steps = cell.tag, cell.steps
     rows = []
     for point in points:
         pp = point.per_prompt
@@ -557,7 +632,13 @@ def run_cell(target: BenchTarget, steps: int, args, counter: TransformerCalls, l
         if point.schedule is not None and not row["nfe_equals_budget"]:
             say(f"{tag} WARNING: {point.label} K={point.budget} ran the transformer "
                 f"{[r['nfe'] for r in pp]} times")
-    say(f"{tag} done")
+    return rows
+
+
+def cell_result(cell: Cell, reference, anchor, otcache, plain_ot, path, direct, costs, rows) -> dict:
+    target, steps, counter, budgets = cell.target, cell.steps, cell.counter, cell.budgets
+    speedups, window, mode, cal_seeds, eval_seeds = cell.args.speedups, cell.window, cell.mode, cell.cal_seeds, cell.eval_seeds
+    k_ref, k_anchor, costs_table = budgets[0], budgets[-1], cell.costs_table
     return {
         "model": target.name, "family": target.family, "target": target.info, "steps": steps,
         "sampler": target.sampler, "scheduler": target.scheduler, "cfg": target.cfg,
@@ -574,6 +655,8 @@ def run_cell(target: BenchTarget, steps: int, args, counter: TransformerCalls, l
                       "edge_costs_mean": [[None if not math.isfinite(c) else c for c in row] for row in costs.tolist()]},
         "calibration_cost": costs_table, "rows": rows,
     }
+
+
 
 
 # ----------------------------------------------------------------- estimate

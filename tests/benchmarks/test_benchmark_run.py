@@ -156,11 +156,7 @@ def test_outputs_are_written(quick):
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("otcache_benchmark_run", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("benchmarks.run")
 
 
 def test_combine_puts_the_cells_of_several_runs_in_one_table(quick, tmp_path, capsys):
@@ -205,7 +201,7 @@ def test_real_checkpoint_target_is_built_with_comfyuis_loaders(tmp_path, monkeyp
     import torch
 
     run = _load_script()
-    targets = sys.modules["targets"]
+    from benchmarks import targets
     files = {name: tmp_path / name for name in ("flux1-dev.safetensors", "clip_l.safetensors",
                                                 "t5xxl_fp16.safetensors", "ae.safetensors")}
     for path in files.values():
