@@ -219,6 +219,7 @@ def seed_labels(study):
     return sorted(t.user_attrs[ATTR_SEED] for t in study.trials if ATTR_SEED in t.user_attrs)
 
 
+@pytest.mark.slow  # real studies in subprocesses
 def test_resume_after_should_stop_runs_only_the_missing_trials(tmp_path):
     storage = f"sqlite:///{tmp_path / 'anchor.db'}"
     name = study_name_for(model="test", budget=K)
@@ -273,6 +274,7 @@ search(objective, {n}, {k}, reference=Schedule.parse({reference!r}), trials=10,
 """
 
 
+@pytest.mark.slow  # real studies in subprocesses
 @pytest.mark.parametrize("kill_at", [1, 5])
 def test_resume_after_a_hard_kill(tmp_path, kill_at):
     storage = f"sqlite:///{tmp_path / 'anchor.db'}"

@@ -217,6 +217,7 @@ def test_the_server_refuses_a_bad_prompt_when_it_is_queued(comfy_server, object_
     assert "400" in message and "unknown shape 'star'" in message and "triangle" in message
 
 
+@pytest.mark.slow  # a subprocess
 def test_scripts_demo_refuses_a_bad_prompt_before_starting_anything():
     done = subprocess.run([sys.executable, str(SCRIPT), "--skip-setup", "--no-serve", "--prompt", "any background; red star"],
                           capture_output=True, text=True, timeout=120)

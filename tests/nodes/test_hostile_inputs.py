@@ -111,6 +111,7 @@ json_values = st.recursive(
                              optional={"steps": json_values | st.integers(-5, 20000), "compute": json_values,
                                        "params": json_values, "metrics": json_values, "model": json_values,
                                        "extra": json_values}))
+@pytest.mark.slow  # hundreds of hypothesis examples
 def test_from_json_fuzz_only_schedule_errors(document):
     for form in (document, json.dumps(document)):
         try:
@@ -119,6 +120,7 @@ def test_from_json_fuzz_only_schedule_errors(document):
             assert len(str(error)) <= MAX_MESSAGE
 
 
+@pytest.mark.slow  # hundreds of hypothesis examples
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=60) | st.from_regex(r"(uniform|full)-[0-9]{1,12}(-[0-9]{1,12})?", fullmatch=True))
 def test_preset_name_fuzz(name):
@@ -137,6 +139,7 @@ bodies = st.one_of(
 )
 
 
+@pytest.mark.slow  # hundreds of hypothesis examples
 @settings(max_examples=300, deadline=None)
 @given(bodies, st.sampled_from([routes.preview, routes.single]))
 def test_route_body_fuzz_never_500(body, handler):

@@ -15,6 +15,7 @@ def renders(count: int):
     return prompts, torch.from_numpy(np.stack([data.render(p, rng) for p in prompts])).float()
 
 
+@pytest.mark.slow  # renders and checks 24 images
 def test_true_renders_pass_and_other_renders_mostly_do_not():
     prompts, images = renders(12)
     classifier = pc.load_background_classifier()

@@ -39,6 +39,7 @@ def workflow_with(node_id: int, node_type: str, record: dict) -> dict:
     return {"workflow": {"nodes": [{"id": 1, "type": "KSampler", "properties": {}}, node]}}
 
 
+@pytest.mark.slow  # a calibration and a search
 def test_reference_and_anchor_travel_to_a_machine_without_calibration_files(machine):
     model = build_tiny_model("flux", seed=0, scale=0.5)
     positive, negative = conditioning_pair("flux", separate=False)

@@ -154,6 +154,7 @@ def test_local_reference_is_a_labelled_preview(model, conds, runs):
 
 # ----------------------------------------------------------------- resume and cache
 
+@pytest.mark.slow  # global calibrations
 @pytest.mark.parametrize("how", ["flag", "hook"])
 def test_interrupted_global_calibration_resumes_without_recomputing(model, conds, runs, user_dir, how):
     """flag: ComfyUI's interrupt flag, checked between runs. hook: the progress hook raises (as a server's does)."""
@@ -236,6 +237,7 @@ def test_model_fingerprint_is_stable_when_a_patched_model_gets_loaded(conds):
 
 # ----------------------------------------------------------------- the node
 
+@pytest.mark.slow  # global calibrations
 def test_node_execute_outside_a_server(model, conds, global_ref, runs):
     schema = OTCacheReference.define_schema()
     assert schema.node_id == "OTCacheReference" and schema.display_name == "OTCache Reference"
