@@ -77,6 +77,7 @@ from benchmarks.targets import TINY_FAMILIES, BenchError, BenchTarget, make_targ
 from comfyui_otcache.otcache_comfy.anchor_run import Objective, decode_frames  # noqa: E402
 from comfyui_otcache.otcache_comfy.cache_runtime import resolve_reuse  # noqa: E402
 from comfyui_otcache.otcache_comfy.calibration import SamplingSetup, calibrate  # noqa: E402
+from comfyui_otcache.otcache_comfy.saved_results import costs_to_json  # noqa: E402
 from comfyui_otcache.otcache_core import anchor as anchor_search  # noqa: E402
 from comfyui_otcache.otcache_core.atomic import write_atomic  # noqa: E402
 from comfyui_otcache.otcache_core.budget_path import build_path, path_schedule  # noqa: E402
@@ -652,7 +653,7 @@ def cell_result(cell: Cell, reference, anchor, otcache, plain_ot, path, direct, 
                       "plain_ot": {str(k): str(v) for k, v in plain_ot.items()},
                       "path": [[k.budget, str(k.schedule), k.objective, k.origin] for k in path.knots],
                       "direct": {str(k): str(v) for k, v in direct.items()},
-                      "edge_costs_mean": [[None if not math.isfinite(c) else c for c in row] for row in costs.tolist()]},
+                      "edge_costs_mean": costs_to_json(costs)},
         "calibration_cost": costs_table, "rows": rows,
     }
 
