@@ -67,11 +67,13 @@ class OTCacheReference(io.ComfyNode):
                 io.Int.Input("budget", default=0, min=0, max=10000,
                              tooltip="K, the number of steps that run the transformer (0: a conservative N/2). "
                                      "Changing only this re-solves the saved cost matrix without sampling."),
-                io.Combo.Input("edge_cost", options=list(EDGE_COSTS), default="global",
-                               tooltip="global: sample with each skip segment cached from the recorded latent and "
-                                       "measure the final-latent error (LeMiCa; accurate, costs about N x max_skip "
-                                       "tail runs per seed). local: a fast PREVIEW from one run per seed that adds up "
-                                       "step-wise drift of the model output; it ignores how early errors grow."),
+                io.Combo.Input("edge_cost", options=list(EDGE_COSTS), default="fast",
+                               tooltip="fast (default): the global costs for about a tenth of the sampling: each "
+                                       "segment's error where it ends, times how much an error there grows by the "
+                                       "last step, measured exactly on a few whole tails. global: sample every skip "
+                                       "segment's whole tail and measure the final-latent error (LeMiCa's exact "
+                                       "definition; about N x max_skip tail runs per seed). local: a PREVIEW from one "
+                                       "run per seed that adds up step-wise drift; it ignores how early errors grow."),
                 io.Combo.Input("objective", options=list(OBJECTIVES), default="minimax",
                                tooltip="minimax: smallest worst edge, then second worst, ... (LeMiCa). "
                                        "sum: smallest total edge cost."),
@@ -92,6 +94,11 @@ class OTCacheReference(io.ComfyNode):
                                        "(model, sampler, scheduler, steps, cfg, budget, settings). 'use if it matches': "
                                        "a workflow shared with you returns that result at once, without calibrating, "
                                        "when these inputs are the same; 'recompute': always calibrate here."),
+                io.Int.Input("tail_batch", default=1, min=1, max=64, optional=True, advanced=True,
+                             tooltip="Calibration tails run this many at a time in one model call (they share their "
+                                     "steps). On a GPU with memory to spare 4-8 is faster; on a CPU it changes little. "
+                                     "Same costs either way (to float rounding); samplers other than euler, heun, "
+                                     "dpm_2, ddim run one at a time."),
             ],
             outputs=[
                 OTSchedule.Output(display_name="schedule", tooltip="The reference schedule, with its measurements."),
@@ -103,8 +110,8 @@ class OTCacheReference(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, negative, latent_image, seed, seeds, sampler_name, scheduler, steps, cfg,
-                budget=0, edge_cost="global", objective="minimax", max_skip=DEFAULT_MAX_SKIP, reuse="auto",
-                measure=True, saved_result=SAVED_CHOICES[0]) -> io.NodeOutput:
+                budget=0, edge_cost="fast", objective="minimax", max_skip=DEFAULT_MAX_SKIP, reuse="auto",
+                measure=True, saved_result=SAVED_CHOICES[0], tail_batch=1) -> io.NodeOutput:
         node_id = node_id_of(cls)
         bar: list = []
 
@@ -122,7 +129,7 @@ class OTCacheReference(io.ComfyNode):
                 send_node_text(node_id, text)
 
         setup = reference_setup(model, positive, negative, latent_image, sampler_name, scheduler, steps, cfg)
-        options = ReferenceOptions(seed, seeds, budget, edge_cost, objective, max_skip, reuse, measure)
+        options = ReferenceOptions(seed, seeds, budget, edge_cost, objective, max_skip, reuse, measure, tail_batch)
         extra_pnginfo = cls.hidden.extra_pnginfo if cls.hidden is not None else None
         schedule, image, text, record = reference_or_saved(setup, options, saved_result, extra_pnginfo, node_id,
                                                            progress=progress, status=status)

@@ -500,13 +500,19 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     state = CacheState(config, guider.model_patcher.get_model_object("model_sampling"))
     guider.model_options["transformer_options"][STATE_KEY] = state
     start = time.perf_counter()
+    finished = False
     try:
-        return executor(*args, **kwargs)
+        result = executor(*args, **kwargs)
+        finished = True
+        return result
     finally:
         state.report.seconds = time.perf_counter() - start
         state.release()
         guider.model_options = original_options
-        _publish(state.report, config)
+        if finished:  # a cancelled or stopped run has no K/N to check
+            _publish(state.report, config)
+        else:
+            log.debug("OTCache: sampling stopped after %d evaluations; no report", state.report.evaluations)
 
 
 def _publish(report: RunReport, config: CacheConfig) -> None:

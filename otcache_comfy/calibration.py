@@ -47,9 +47,10 @@ import folder_paths
 import torch
 
 from ..otcache_core.atomic import write_atomic
-from ..otcache_core.edge_costs import CostMatrix, EdgeCostError, edge_evaluations, error, local_edge_costs
+from ..otcache_core.edge_costs import CostMatrix, EdgeCostError, arrival_key, edge_evaluations, error, local_edge_costs
 from ..otcache_core.journal import EdgeJournal
-from ..otcache_core.schedule import Schedule
+from ..otcache_core.schedule import Schedule, as_integer
+from . import split_tails
 from .cache_runtime import WRAPPER_KEY, apply_otcache, match_step, resolve_reuse
 
 log = logging.getLogger("otcache")
@@ -68,14 +69,20 @@ class CalibrationError(RuntimeError):
 # ----------------------------------------------------------------- one sampling run
 
 
+class _StopSampling(Exception):
+    """Raised by the denoiser on reaching its stop step: the latent arriving there is all a run needs."""
+
+
 class _Denoiser:
     """Wraps the sampler's denoiser: counts computed evaluations, records x_i and denoised_i."""
 
-    def __init__(self, inner, sigmas: torch.Tensor, mask: Sequence[bool] | None, record: bool):
+    def __init__(self, inner, sigmas: torch.Tensor, mask: Sequence[bool] | None, record: bool,
+                 stop: int | None = None):
         self.inner = inner
         self.sigmas = sigmas.detach().to("cpu", torch.float64)
         self.mask = mask
         self.record = record
+        self.stop = stop
         self.last = 0
         self.evaluations = 0
         self.xs: dict[int, torch.Tensor] = {}
@@ -87,6 +94,9 @@ class _Denoiser:
     def __call__(self, x, sigma, **kwargs):
         step, exact = match_step(self.sigmas, float(sigma.reshape(-1)[0]), self.last)
         self.last = step
+        if step == self.stop and exact:
+            self.xs[step] = x.detach().to(comfy.model_management.intermediate_device(), torch.float32, copy=True)
+            raise _StopSampling
         if self.mask is None or self.mask[step]:
             self.evaluations += 1
         out = self.inner(x, sigma, **kwargs)
@@ -100,13 +110,13 @@ class _Denoiser:
 
 
 def _wrapped_sampler(sampler_name: str, denoisers: list, sigmas: torch.Tensor, mask, record: bool,
-                     start_x: torch.Tensor | None):
+                     start_x: torch.Tensor | None, stop: int | None = None):
     base = comfy.samplers.sampler_object(sampler_name)
     if not isinstance(base, comfy.samplers.KSAMPLER):
         raise CalibrationError(f"sampler {sampler_name!r} is not a k-diffusion sampler; calibration cannot wrap it")
 
     def sampler_function(model_k, noise, run_sigmas, **kwargs):
-        denoiser = _Denoiser(model_k, sigmas, mask, record)
+        denoiser = _Denoiser(model_k, sigmas, mask, record, stop)
         denoisers.append(denoiser)
         x = noise
         if start_x is not None:
@@ -200,22 +210,32 @@ class SamplingSetup:
         return comfy.sample.prepare_noise(self.latent_image, seed, self.latent.get("batch_index"))
 
     def sample(self, seed: int, schedule: Schedule | None = None, reuse: str = "auto", start_step: int = 0,
-               start_x: torch.Tensor | None = None, record: bool = False) -> RunResult:
-        return _run(self, seed, schedule, reuse, start_step, start_x, record)
+               start_x: torch.Tensor | None = None, record: bool = False, *, stop_step: int | None = None,
+               batch_seeds: Sequence[int] | None = None) -> RunResult:
+        return _run(self, seed, schedule, reuse, start_step, start_x, record, stop_step, batch_seeds)
 
     def record(self, seed: int) -> Trajectory:
         return record_trajectory_setup(self, seed)
 
 
 def _run(setup: SamplingSetup, seed: int, schedule: Schedule | None, reuse: str, start_step: int,
-         start_x: torch.Tensor | None, record: bool) -> RunResult:
-    """The one place every calibration sampling goes through (tests count calls here)."""
+         start_x: torch.Tensor | None, record: bool, stop_step: int | None = None,
+         batch_seeds: Sequence[int] | None = None) -> RunResult:
+    """The one place every calibration sampling goes through (tests count calls here).
+
+    ``stop_step``: stop on reaching that step, before evaluating it; ``final`` is then the
+    latent arriving there (sampler space). ``batch_seeds``: one batched run of several
+    starts (``start_x`` concatenated along the batch), seed by seed; evaluations count
+    each member, as unbatched runs would.
+    """
     n = setup.steps
     if not 0 <= start_step < n:
         raise CalibrationError(f"start_step must be in 0..{n - 1}, got {start_step}")
     if start_step > 0 and start_x is None:
         raise CalibrationError("a run that starts after step 0 needs start_x, the recorded latent of that step")
-    sigmas = setup.sigmas[start_step:]
+    if stop_step is not None and not start_step < stop_step <= n - 1:
+        raise CalibrationError(f"stop_step must be in {start_step + 1}..{n - 1}, got {stop_step}")
+    sigmas = setup.sigmas[start_step:] if stop_step is None else setup.sigmas[start_step:stop_step + 2]
     run_steps = int(sigmas.shape[0]) - 1
     model = setup.model
     mask = None
@@ -225,25 +245,36 @@ def _run(setup: SamplingSetup, seed: int, schedule: Schedule | None, reuse: str,
         if not schedule.is_full:
             model = apply_otcache(setup.model, schedule, reuse=reuse, on_step_mismatch="error", quiet=True)
             mask = schedule.mask
+    seeds = list(batch_seeds) if batch_seeds is not None else [seed]
+    noise = torch.cat([setup.noise(s) for s in seeds]) if len(seeds) > 1 else setup.noise(seed)
+    latent_image, noise_mask = setup.latent_image, setup.latent.get("noise_mask")
+    if len(seeds) > 1:
+        latent_image = latent_image.repeat(len(seeds), *[1] * (latent_image.ndim - 1))
+        if noise_mask is not None:
+            noise_mask = noise_mask.repeat(len(seeds), *[1] * (noise_mask.ndim - 1))
     denoisers: list[_Denoiser] = []
-    sampler = _wrapped_sampler(setup.sampler_name, denoisers, sigmas, mask, record, start_x)
-    noise_mask = setup.latent.get("noise_mask")
+    stop = None if stop_step is None else stop_step - start_step
+    sampler = _wrapped_sampler(setup.sampler_name, denoisers, sigmas, mask, record, start_x, stop)
     start = time.perf_counter()
-    final = comfy.sample.sample_custom(model, setup.noise(seed), setup.cfg, sampler, sigmas.to(torch.float32),
-                                       setup.positive, setup.negative, setup.latent_image, noise_mask=noise_mask,
-                                       callback=None, disable_pbar=True, seed=seed)
+    try:
+        final = comfy.sample.sample_custom(model, noise, setup.cfg, sampler, sigmas.to(torch.float32),
+                                           setup.positive, setup.negative, latent_image, noise_mask=noise_mask,
+                                           callback=None, disable_pbar=True, seed=seeds[0])
+    except _StopSampling:
+        final = denoisers[-1].xs[stop]
     seconds = time.perf_counter() - start
-    evaluations = sum(d.evaluations for d in denoisers)
+    evaluations = sum(d.evaluations for d in denoisers) * len(seeds)
     result = RunResult(final, evaluations, seconds)
     if record:
         den = denoisers[-1]
-        missing = [i for i in range(run_steps) if i not in den.xs]
+        wanted = range(run_steps) if stop is None else range(stop + 1)
+        missing = [i for i in wanted if i not in den.xs]
         if missing:
             raise CalibrationError(
                 f"sampler {setup.sampler_name!r} never evaluated the model at the sigma of step(s) {missing}; "
                 "it cannot be calibrated (pick a sampler without churn, e.g. euler)")
-        result.xs = [den.xs[i] for i in range(run_steps)]
-        result.denoised = [den.denoised[i] for i in range(run_steps)]
+        result.xs = [den.xs[i] for i in wanted]
+        result.denoised = [den.denoised[i] for i in wanted if i in den.denoised]
     return result
 
 
@@ -346,14 +377,20 @@ def _check_interrupt() -> None:
     comfy.model_management.throw_exception_if_processing_interrupted()
 
 
-def _planned_evaluations(matrix: CostMatrix, exact: bool) -> int:
+def _planned_evaluations(matrix: CostMatrix, exact: bool, split: bool = False) -> int:
     n = matrix.steps
     total = 0
     for s in range(matrix.seeds):
         pending = matrix.pending(s)
         if pending or _final_key(s) not in matrix.extras:
             total += n
-        if matrix.edge_cost == "global":
+        if split:  # arrival runs (and their uncached references), then the tails
+            if matrix.edge_cost == "fast" and arrival_key(s) not in matrix.extras:
+                total += sum(1 + (0 if exact else min(matrix.max_skip, n - 1 - i)) for i in range(n - 2))
+            else:
+                total += len({i for _, i, _ in pending})
+            total += sum((n - j) * (1 if exact else 2) for _, _, j in pending)
+        elif matrix.edge_cost == "global":
             total += sum(edge_evaluations(n, i, j) for _, i, j in pending)
             if not exact:
                 total += sum(n - i for i in sorted({i for _, i, _ in pending}))
@@ -375,7 +412,7 @@ def replay_is_exact(setup: SamplingSetup, trajectory: Trajectory) -> tuple[bool,
 def calibrate(setup: SamplingSetup, seed: int, matrix: CostMatrix, reuse: str = "auto", *,
               path: str | Path | None = None, progress: Callable[[int, int], None] | None = None,
               status: Callable[[str], None] | None = None, save_every: int = SAVE_EVERY_EDGES,
-              save_seconds: float = SAVE_EVERY_SECONDS) -> CalibrationStats:
+              save_seconds: float = SAVE_EVERY_SECONDS, tail_batch: int = 1) -> CalibrationStats:
     """Measure every pending edge of ``matrix`` (seeds ``seed, seed+1, ...``); resumable.
 
     ``matrix.edge_cost`` picks the method (module docstring of ``otcache_core.edge_costs``).
@@ -384,14 +421,22 @@ def calibrate(setup: SamplingSetup, seed: int, matrix: CostMatrix, reuse: str = 
     recorded seed, when ``save_every`` edges *and* ``save_seconds`` seconds have passed,
     at the end, and when an exception (an interrupt) stops the loop. ``progress(done, total)``
     counts evaluations; ComfyUI's interrupt flag is checked before every run.
+
+    ``fast`` costs, and ``global`` with ``tail_batch > 1`` on a sampler that replays exactly,
+    split each edge at its end step (:mod:`.split_tails`) and run up to ``tail_batch``
+    tails in one batched model call.
     """
     if matrix.steps != setup.steps:
         raise CalibrationError(f"the cost matrix has {matrix.steps} steps, the sampler {setup.steps}")
+    tail_batch = as_integer(tail_batch, "tail_batch", low=1, error=CalibrationError)
     run = _Calibration(setup, seed, matrix, resolve_reuse(setup.model, reuse), path, progress, status,
-                       save_every, save_seconds)
+                       save_every, save_seconds, tail_batch)
     try:
-        for s in range(matrix.seeds):
-            run.seed(s)
+        if run.split:
+            run.split_edges()
+        else:
+            for s in range(matrix.seeds):
+                run.seed(s)
     finally:
         run.finish()
     return run.stats
@@ -400,14 +445,19 @@ def calibrate(setup: SamplingSetup, seed: int, matrix: CostMatrix, reuse: str = 
 class _Calibration:
     """The state of one :func:`calibrate` call: counts, progress, the journal and when to save."""
 
-    def __init__(self, setup, seed, matrix, mode, path, progress, status, save_every, save_seconds):
+    def __init__(self, setup, seed, matrix, mode, path, progress, status, save_every, save_seconds, tail_batch=1):
         self.setup, self.first_seed, self.matrix, self.mode = setup, seed, matrix, mode
         self.path = Path(path) if path is not None else None
         self.progress, self.status = progress, status
         self.save_every, self.save_seconds = save_every, save_seconds
         self.stats = CalibrationStats()
         self.exact = setup.sampler_name in EXACT_REPLAY_SAMPLERS
-        self.total = max(_planned_evaluations(matrix, self.exact), 1)
+        self.tail_batch = tail_batch if self.exact else 1  # batched tails need a sampler whose state is the latent
+        self.split = matrix.edge_cost == "fast" or (matrix.edge_cost == "global" and self.tail_batch > 1)
+        self.trajectories: dict[int, Trajectory] = {}
+        self.arrived: dict[tuple[int, int, int], torch.Tensor] = {}  # (s, i, j) -> latent arriving at j
+        self.references: dict[tuple[int, int], torch.Tensor] = {}  # (s, j) -> uncached tail from x_j
+        self.total = max(_planned_evaluations(matrix, self.exact, self.split), 1)
         self.done = self.unsaved = 0
         self.started = self.last_save = time.perf_counter()
         self.base = {name: matrix.info.get(name, 0) for name in ("evaluations", "seconds", "runs")}
@@ -470,6 +520,47 @@ class _Calibration:
                         "this machine; comparing each edge with an uncached tail replay instead", self.setup.sampler_name)
             self.exact = False
             self.total = max(self.total, self.done + _planned_evaluations(self.matrix, self.exact))
+
+    # --- the split flow (split_tails): arrival runs per seed, then tails batched by end step
+    def seed_value(self, s: int) -> int:
+        return _seed_value(self.first_seed, s)
+
+    check_interrupt = staticmethod(_check_interrupt)
+
+    def tail_reference(self, s: int, j: int) -> torch.Tensor:
+        """What a tail from step ``j`` is compared with: the full run's final latent, or an uncached replay."""
+        if self.exact:
+            return self.trajectories[s].final
+        if (s, j) not in self.references:
+            replay = self.setup.sample(self.seed_value(s), None, start_step=j, start_x=self.trajectories[s].xs[j])
+            self.account(replay)
+            self.references[(s, j)] = replay.final
+        return self.references[(s, j)]
+
+    def report_edges(self) -> None:
+        if self.status is not None:
+            self.status(f"OTCache calibration: {self.matrix.edges_done}/{self.matrix.edges_total} edge runs, "
+                        f"{self.stats.evaluations} evaluations, {time.perf_counter() - self.started:.1f} s")
+
+    def split_edges(self) -> None:
+        matrix = self.matrix
+        pending = matrix.pending()
+        for s in range(matrix.seeds):
+            if not matrix.pending(s) and _final_key(s) in matrix.extras and (
+                    matrix.edge_cost != "fast" or arrival_key(s) in matrix.extras):
+                continue
+            _check_interrupt()
+            self.trajectories[s] = trajectory = self.trajectory(s, self.seed_value(s))
+            matrix.extras[_final_key(s)] = trajectory.final.detach().to("cpu", torch.float32)
+            if self.exact and self.stats.exact_replay is None:
+                self.check_replay(trajectory)
+            self.save(force=True)
+            if matrix.edge_cost != "fast" or arrival_key(s) not in matrix.extras:
+                split_tails.arrival_pass(self, s, {(i, j) for s_, i, j in pending if s_ == s})
+        for group in split_tails.tails_by_end(pending):
+            for s in {m.seed_index for m in group} - set(self.trajectories):
+                self.trajectories[s] = self.trajectory(s, self.seed_value(s))
+            split_tails.run_tails(self, group, self.tail_batch)
 
     def seed(self, s: int) -> None:
         matrix, setup = self.matrix, self.setup

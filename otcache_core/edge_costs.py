@@ -6,12 +6,18 @@ on :math:`i+1, \dots, j-1`"). Edges are limited to a window: :math:`j - i \le W`
 (``max_skip``); longer edges are forbidden (``inf``). Edges with :math:`j - i = 1`
 skip nothing and cost 0. Two ways to get the others:
 
-``global`` (LeMiCa's definition, the default)
+``global`` (LeMiCa's definition, exact)
     For each edge, sample with only that segment cached, starting from the recorded
     full-compute latent :math:`x_i` at step :math:`i`, and measure the error of the
     final latent against full compute (:func:`error`), averaged over calibration
     seeds. The sampling lives in ``otcache_comfy/calibration.py``; this module stores the
     results (:class:`CostMatrix`).
+
+``fast`` (the default: ``global`` for about a tenth of the sampling)
+    Each edge's error on arrival at step :math:`j`, times the growth of an error from
+    :math:`j` to the end, measured exactly with whole tails at a few steps
+    (:mod:`.fast_costs`). ``values``/``done`` hold those exact edges, ``extras`` each
+    seed's arrival errors (``arrival_<s>``).
 
 ``local`` (a fast preview)
     One full-compute run per seed records each step's model output :math:`o_t`
@@ -63,7 +69,7 @@ from .schedule import as_integer
 
 FORMAT = "otcache.edge_costs"
 FORMAT_VERSION = 1
-EDGE_COSTS = ("global", "local")
+EDGE_COSTS = ("fast", "global", "local")
 ERROR_METRIC = "relative_l2"  # ||final - reference||_2 / ||reference||_2 of the final latent
 
 
@@ -198,6 +204,11 @@ def local_edge_costs(outputs: Any, sigmas: Any, max_skip: int) -> np.ndarray:
 # ----------------------------------------------------------------- the calibration file
 
 
+def arrival_key(seed: int) -> str:
+    """The extras name of a ``fast`` calibration's arrival errors of seed index ``seed``."""
+    return f"arrival_{seed}"
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, (np.integer,)):
         return int(value)
@@ -254,6 +265,11 @@ class CostMatrix:
     # --- what is left
     @property
     def edges(self) -> list[tuple[int, int]]:
+        """The edges measured exactly: every window edge, or (``fast``) the growth edges."""
+        if self.edge_cost == "fast":
+            from .fast_costs import growth_edges
+
+            return growth_edges(self.steps, self.max_skip)
         return window_edges(self.steps, self.max_skip)
 
     def pending(self, seed: int | None = None) -> list[tuple[int, int, int]]:
@@ -262,6 +278,8 @@ class CostMatrix:
         return [(s, i, j) for s in seeds for i, j in self.edges if not self.done[s, i, j]]
 
     def seed_complete(self, seed: int) -> bool:
+        if self.edge_cost == "fast" and arrival_key(seed) not in self.extras:
+            return False
         return all(self.done[seed, i, j] for i, j in self.edges)
 
     @property
@@ -305,6 +323,8 @@ class CostMatrix:
         0 on ``j = i + 1``, the seed mean on window edges, inf elsewhere. An edge not
         measured for every seed raises, or with ``allow_incomplete`` is inf (forbidden).
         """
+        if self.edge_cost == "fast":
+            return self._fast_costs(allow_incomplete)
         out = window_costs(self.steps, self.max_skip, fill=np.inf)
         for i, j in self.edges:
             if self.done[:, i, j].all():
@@ -315,6 +335,17 @@ class CostMatrix:
                     "finish it first, or pass allow_incomplete=True to forbid the missing edges"
                 )
         return out
+
+    def _fast_costs(self, allow_incomplete: bool) -> np.ndarray:
+        from .fast_costs import fast_costs
+
+        ready = [s for s in range(self.seeds) if self.seed_complete(s)]
+        if len(ready) < self.seeds and (not allow_incomplete or not ready):
+            raise EdgeCostError(
+                f"the fast calibration is incomplete ({len(ready)}/{self.seeds} seeds done); finish it first")
+        per_seed = [fast_costs(self.extras[arrival_key(s)].numpy(), self.values[s], self.done[s], self.max_skip)
+                    for s in ready]
+        return np.mean(per_seed, axis=0)
 
     # --- file I/O
     def to_bytes(self) -> bytes:

@@ -39,7 +39,7 @@ WIDGET_ORDER = {
     "OTCacheAnchorSearch": ["seed", "seeds", "sampler_name", "scheduler", "steps", "cfg", "budget", "trials", "reuse",
                             "metric", "storage", "budget_path", "neighbour_evals", "saved_result"],
     "OTCacheReference": ["seed", "seeds", "sampler_name", "scheduler", "steps", "cfg", "budget",
-                         "edge_cost", "objective", "max_skip", "reuse", "measure", "saved_result"],
+                         "edge_cost", "objective", "max_skip", "reuse", "measure", "saved_result", "tail_batch"],
     "OTCacheBudgetSlider": ["speedup", "mapping", "steps"],
     "OTCacheSchedulePreset": ["preset"],
     "OTCacheCachedModel": ["reuse", "cache_device", "on_step_mismatch"],

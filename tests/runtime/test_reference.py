@@ -48,9 +48,9 @@ def runs(monkeypatch):
     log = []
     real = cal._run
 
-    def counted(setup, seed, schedule, reuse, start_step, start_x, record):
+    def counted(setup, seed, schedule, reuse, start_step, start_x, record, *rest):
         log.append((start_step, schedule, start_x is not None))
-        return real(setup, seed, schedule, reuse, start_step, start_x, record)
+        return real(setup, seed, schedule, reuse, start_step, start_x, record, *rest)
 
     monkeypatch.setattr(cal, "_run", counted)
     return log
@@ -243,7 +243,7 @@ def test_node_execute_outside_a_server(model, conds, global_ref, runs):
     assert schema.node_id == "OTCacheReference" and schema.display_name == "OTCache Reference"
     assert schema.category == "OTCache"
     inputs = {i.id: i for i in schema.inputs}
-    assert inputs["edge_cost"].default == "global" and "PREVIEW" in inputs["edge_cost"].tooltip
+    assert inputs["edge_cost"].default == "fast" and "PREVIEW" in inputs["edge_cost"].tooltip
     assert inputs["objective"].default == "minimax" and inputs["seeds"].default == 2
     positive, negative = conds
     out = OTCacheReference.execute(model=model, positive=positive, negative=negative,
@@ -284,7 +284,7 @@ def test_bad_inputs_fail_before_sampling(model, conds, runs):
         reference(model, conds, budget=3, max_skip=4)  # needs ceil(9/4) + 1 = 4
     with pytest.raises(GraphSearchError, match="unknown objective"):
         reference(model, conds, objective="mean")
-    with pytest.raises(ValueError, match="edge_cost must be one of global, local"):
+    with pytest.raises(ValueError, match="edge_cost must be one of fast, global, local"):
         reference(model, conds, edge_cost="exact")
     with pytest.raises(ValueError, match="steps must be at least 3"):
         reference(model, conds, steps=2, budget=2)
