@@ -99,6 +99,11 @@ class OTCacheReference(io.ComfyNode):
                                      "steps). On a GPU with memory to spare 4-8 is faster; on a CPU it changes little. "
                                      "Same costs either way (to float rounding); samplers other than euler, heun, "
                                      "dpm_2, ddim run one at a time."),
+                io.String.Input("storage", default="", optional=True, advanced=True, tooltip=(
+                    "Empty: the calibration is this machine's (files in ComfyUI's user directory). A database URL "
+                    "(e.g. postgresql://user@host/db, as Anchor Search's storage): every ComfyUI instance given the "
+                    "same URL and inputs shares one calibration; each edge is computed once, and a worker that dies "
+                    "has its edges taken over.")),
             ],
             outputs=[
                 OTSchedule.Output(display_name="schedule", tooltip="The reference schedule, with its measurements."),
@@ -111,7 +116,7 @@ class OTCacheReference(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, latent_image, seed, seeds, sampler_name, scheduler, steps, cfg,
                 budget=0, edge_cost="fast", objective="minimax", max_skip=DEFAULT_MAX_SKIP, reuse="auto",
-                measure=True, saved_result=SAVED_CHOICES[0], tail_batch=1) -> io.NodeOutput:
+                measure=True, saved_result=SAVED_CHOICES[0], tail_batch=1, storage="") -> io.NodeOutput:
         node_id = node_id_of(cls)
         bar: list = []
 
@@ -129,7 +134,8 @@ class OTCacheReference(io.ComfyNode):
                 send_node_text(node_id, text)
 
         setup = reference_setup(model, positive, negative, latent_image, sampler_name, scheduler, steps, cfg)
-        options = ReferenceOptions(seed, seeds, budget, edge_cost, objective, max_skip, reuse, measure, tail_batch)
+        options = ReferenceOptions(seed, seeds, budget, edge_cost, objective, max_skip, reuse, measure, tail_batch,
+                                   storage or "")
         extra_pnginfo = cls.hidden.extra_pnginfo if cls.hidden is not None else None
         schedule, image, text, record = reference_or_saved(setup, options, saved_result, extra_pnginfo, node_id,
                                                            progress=progress, status=status)

@@ -50,6 +50,7 @@ from ..otcache_core.atomic import write_atomic
 from ..otcache_core.edge_costs import CostMatrix, EdgeCostError, arrival_key, edge_evaluations, error, local_edge_costs
 from ..otcache_core.journal import EdgeJournal
 from ..otcache_core.schedule import Schedule, as_integer
+from ..otcache_core.shared_edges import SharedEdges
 from . import split_tails
 from .cache_runtime import WRAPPER_KEY, apply_otcache, match_step, resolve_reuse
 
@@ -60,6 +61,7 @@ EXACT_REPLAY_SAMPLERS = frozenset({"euler", "heun", "dpm_2", "ddim", "euler_cfg_
 REPLAY_TOLERANCE = 1e-4  # relative L2; larger means the replay is not exact on this machine
 SAVE_EVERY_EDGES = 1  # the matrix file is rewritten after an edge *and* this many seconds ...
 SAVE_EVERY_SECONDS = 5.0  # ... whichever comes later; the journal keeps every edge in between
+SHARED_POLL_SECONDS = 1.0  # a shared calibration waiting on other workers' units looks again this often
 
 
 class CalibrationError(RuntimeError):
@@ -363,6 +365,7 @@ class CalibrationStats:
     exact_replay: bool | None = None
     saves: int = 0
     reused_trajectories: int = 0  # full-compute trajectories read back from disk instead of recomputed
+    shared_edges: int = 0  # edges this worker computed for a shared calibration
 
 
 def _seed_value(seed: int, index: int) -> int:
@@ -412,7 +415,8 @@ def replay_is_exact(setup: SamplingSetup, trajectory: Trajectory) -> tuple[bool,
 def calibrate(setup: SamplingSetup, seed: int, matrix: CostMatrix, reuse: str = "auto", *,
               path: str | Path | None = None, progress: Callable[[int, int], None] | None = None,
               status: Callable[[str], None] | None = None, save_every: int = SAVE_EVERY_EDGES,
-              save_seconds: float = SAVE_EVERY_SECONDS, tail_batch: int = 1) -> CalibrationStats:
+              save_seconds: float = SAVE_EVERY_SECONDS, tail_batch: int = 1,
+              shared: SharedEdges | None = None) -> CalibrationStats:
     """Measure every pending edge of ``matrix`` (seeds ``seed, seed+1, ...``); resumable.
 
     ``matrix.edge_cost`` picks the method (module docstring of ``otcache_core.edge_costs``).
@@ -425,28 +429,53 @@ def calibrate(setup: SamplingSetup, seed: int, matrix: CostMatrix, reuse: str = 
     ``fast`` costs, and ``global`` with ``tail_batch > 1`` on a sampler that replays exactly,
     split each edge at its end step (:mod:`.split_tails`) and run up to ``tail_batch``
     tails in one batched model call.
+
+    ``shared``: the calibration is shared with other workers (:mod:`..otcache_core.shared_edges`);
+    this one computes only the units it claims, and returns when every unit is done by someone.
     """
     if matrix.steps != setup.steps:
         raise CalibrationError(f"the cost matrix has {matrix.steps} steps, the sampler {setup.steps}")
     tail_batch = as_integer(tail_batch, "tail_batch", low=1, error=CalibrationError)
     run = _Calibration(setup, seed, matrix, resolve_reuse(setup.model, reuse), path, progress, status,
-                       save_every, save_seconds, tail_batch)
+                       save_every, save_seconds, tail_batch, shared)
     try:
-        if run.split:
-            run.split_edges()
-        else:
-            for s in range(matrix.seeds):
-                run.seed(s)
+        while True:
+            run.merge_shared()
+            if run.split:
+                run.split_edges()
+            else:
+                for s in range(matrix.seeds):
+                    run.seed(s)
+            run.merge_shared()
+            if shared is None or _finished(matrix):
+                break
+            _check_interrupt()
+            time.sleep(SHARED_POLL_SECONDS)  # units other live workers hold: wait, or take them over when they die
     finally:
         run.finish()
     return run.stats
 
 
+def _finished(matrix: CostMatrix) -> bool:
+    return all(matrix.seed_complete(s) for s in range(matrix.seeds))
+
+
+def edge_unit(s: int, i: int, j: int) -> str:
+    """A shared calibration's unit name of seed index ``s``'s edge ``i -> j``."""
+    return f"edge:{s}:{i}:{j}"
+
+
+def arrival_unit(s: int) -> str:
+    return f"arrival:{s}"
+
+
 class _Calibration:
     """The state of one :func:`calibrate` call: counts, progress, the journal and when to save."""
 
-    def __init__(self, setup, seed, matrix, mode, path, progress, status, save_every, save_seconds, tail_batch=1):
+    def __init__(self, setup, seed, matrix, mode, path, progress, status, save_every, save_seconds, tail_batch=1,
+                 shared=None):
         self.setup, self.first_seed, self.matrix, self.mode = setup, seed, matrix, mode
+        self.shared = shared
         self.path = Path(path) if path is not None else None
         self.progress, self.status = progress, status
         self.save_every, self.save_seconds = save_every, save_seconds
@@ -474,11 +503,36 @@ class _Calibration:
         if self.progress is not None:
             self.progress(min(self.done, self.total), self.total)
 
-    def record(self, s: int, i: int, j: int, cost: float) -> None:
+    def claim(self, unit: str) -> bool:
+        return self.shared is None or self.shared.claim(unit)
+
+    def merge_shared(self) -> None:
+        """Take every unit other workers finished into the matrix (and the journal)."""
+        if self.shared is None:
+            return
+        for unit, payload in self.shared.results().items():
+            kind, *index = unit.split(":")
+            if kind == "edge" and not self.matrix.done[tuple(map(int, index))]:
+                self.record(*map(int, index), payload["cost"], share=False)
+            elif kind == "arrival" and arrival_key(int(index[0])) not in self.matrix.extras:
+                values = [[math.nan if v is None else v for v in row] for row in payload["arrival"]]
+                self.matrix.extras[arrival_key(int(index[0]))] = torch.tensor(values, dtype=torch.float64)
+
+    def share_arrival(self, s: int) -> None:
+        if self.shared is not None:
+            values = self.matrix.extras[arrival_key(s)].tolist()
+            self.shared.put(arrival_unit(s), {"arrival": [[None if math.isnan(v) else v for v in row]
+                                                          for row in values]})
+
+    def record(self, s: int, i: int, j: int, cost: float, share: bool = True) -> None:
         self.matrix.record(s, i, j, cost)
+        if share and self.shared is not None:
+            self.shared.put(edge_unit(s, i, j), {"cost": float(cost)})
+            self.stats.shared_edges += 1
         if self.journal is not None:
             self.journal.append(s, i, j, cost)
-        self.stats.edges += 1
+        if share:
+            self.stats.edges += 1
         self.unsaved += 1
 
     def save(self, force: bool = False) -> None:
@@ -497,15 +551,19 @@ class _Calibration:
 
     def trajectory(self, s: int, seed_s: int) -> Trajectory:
         """Seed ``s``'s full-compute run: read back when saved, else recorded (and saved)."""
+        if s in self.trajectories:
+            return self.trajectories[s]
         n = self.setup.steps
         trajectory = load_trajectory(trajectory_path(self.path, s), seed_s, n) if self.path is not None else None
         if trajectory is not None:
             self.stats.reused_trajectories += 1
+            self.trajectories[s] = trajectory
             return trajectory
         trajectory = record_trajectory_setup(self.setup, seed_s)
         self.stats.recorded += 1
         if self.path is not None:
             save_trajectory(trajectory_path(self.path, s), trajectory)
+        self.trajectories[s] = trajectory
         self.account(trajectory)  # stored first, then reported: a progress hook may raise to cancel
         return trajectory
 
@@ -555,12 +613,17 @@ class _Calibration:
             if self.exact and self.stats.exact_replay is None:
                 self.check_replay(trajectory)
             self.save(force=True)
-            if matrix.edge_cost != "fast" or arrival_key(s) not in matrix.extras:
+            if matrix.edge_cost == "fast" and arrival_key(s) not in matrix.extras and self.claim(arrival_unit(s)):
+                split_tails.arrival_pass(self, s, {(i, j) for s_, i, j in pending if s_ == s})
+                self.share_arrival(s)
+            elif matrix.edge_cost != "fast":
                 split_tails.arrival_pass(self, s, {(i, j) for s_, i, j in pending if s_ == s})
         for group in split_tails.tails_by_end(pending):
+            group = [m for m in group if self.claim(edge_unit(m.seed_index, m.i, m.j))]
             for s in {m.seed_index for m in group} - set(self.trajectories):
                 self.trajectories[s] = self.trajectory(s, self.seed_value(s))
-            split_tails.run_tails(self, group, self.tail_batch)
+            if group:
+                split_tails.run_tails(self, group, self.tail_batch)
 
     def seed(self, s: int) -> None:
         matrix, setup = self.matrix, self.setup
@@ -582,6 +645,8 @@ class _Calibration:
         self.save(force=True)
         reference_i, reference = None, trajectory.final
         for _, i, j in pending:
+            if not self.claim(edge_unit(s, i, j)):
+                continue
             if not self.exact and reference_i != i:
                 _check_interrupt()
                 replay = setup.sample(seed_s, None, start_step=i, start_x=trajectory.xs[i])

@@ -22,6 +22,7 @@ from ..otcache_core.budget_path import graph_solutions_to_params
 from ..otcache_core.edge_costs import EDGE_COSTS, ERROR_METRIC, CostMatrix, min_budget, window_costs
 from ..otcache_core.graph import GraphSearchError, all_graph_solutions, best_path, path_costs
 from ..otcache_core.schedule import Schedule, as_integer
+from ..otcache_core.shared_edges import SharedEdges
 from .cache_runtime import resolve_reuse
 from .calibration import (
     CalibrationStats,
@@ -83,6 +84,7 @@ class ReferenceOptions:
     reuse: str = "auto"
     measure: bool = True
     tail_batch: int = 1  # tails run together in one model call (same result; a GPU runs them faster)
+    storage: str = ""  # "": this machine's files; a database URL: one calibration shared by every worker on it
 
     def __post_init__(self) -> None:
         for name, low in (("seeds", 1), ("max_skip", 2), ("budget", 0), ("seed", 0), ("tail_batch", 1)):
@@ -122,8 +124,15 @@ def build_reference(setup: SamplingSetup, options: ReferenceOptions, *,
     if matrix.complete and all(f"final_{s}" in matrix.extras for s in range(opt.seeds)):
         stats = CalibrationStats()
     else:
-        stats = calibrate(setup, opt.seed, matrix, mode, path=path, progress=progress, status=status,
-                          tail_batch=opt.tail_batch)
+        shared = SharedEdges(opt.storage.strip(), key) if opt.storage.strip() else None
+        try:
+            stats = calibrate(setup, opt.seed, matrix, mode, path=path, progress=progress, status=status,
+                              tail_batch=opt.tail_batch, shared=shared)
+            if shared is not None:
+                matrix.info["workers"] = shared.workers()
+        finally:
+            if shared is not None:
+                shared.close()
 
     costs = matrix.costs()
     compute = best_path(costs, budget, opt.objective)
@@ -239,6 +248,9 @@ def _summary(schedule: Schedule, edge_cost: str, objective: str, matrix: CostMat
                      f"({total_evals} evaluations, {total_seconds:.1f} s in all)")
     else:
         lines.append(f"calibration: cached, no sampling ({total_evals} evaluations, {total_seconds:.1f} s when made)")
+    if matrix.info.get("workers"):
+        lines.append("shared calibration, units computed per worker: "
+                     + ", ".join(f"{worker} {n}" for worker, n in sorted(matrix.info["workers"].items())))
     if measured is not None and measured.evaluations:
         lines.append(f"measuring the schedule: {measured.evaluations} evaluations")
     lines.append(f"cost matrix: {path}")
