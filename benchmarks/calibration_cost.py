@@ -99,7 +99,7 @@ def cell(target, steps: int, eval_count: int, counter: CallCounter) -> dict:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["# Calibration cost: `fast` (default) against exact `global`", "",
+    lines = ["# Calibration cost: `fast` against exact `global`", "",
              "One calibration prompt and seed, euler / simple, the benchmark's window W and the model's auto "
              "reuse; held-out PSNR on the benchmark's evaluation prompts and seeds. Evaluations are per latent; "
              "model calls count one per batched call. Written by `benchmarks/calibration_cost.py`.", "",

@@ -13,7 +13,7 @@ skip nothing and cost 0. Two ways to get the others:
     seeds. The sampling lives in ``otcache_comfy/calibration.py``; this module stores the
     results (:class:`CostMatrix`).
 
-``fast`` (the default: ``global`` for about a tenth of the sampling)
+``fast`` (``global`` estimated for about a tenth of the sampling)
     Each edge's error on arrival at step :math:`j`, times the growth of an error from
     :math:`j` to the end, measured exactly with whole tails at a few steps
     (:mod:`.fast_costs`). ``values``/``done`` hold those exact edges, ``extras`` each
