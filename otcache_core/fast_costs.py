@@ -15,7 +15,7 @@ where :math:`\tilde x_j^{(i)}` is the latent the cached segment arrives with at 
 to the end. The *arrival error* :math:`a_{ij}` of every edge from :math:`i` comes from one
 run that computes step :math:`i` and reuses it up to :math:`i + W`: one evaluation per
 start step, :math:`N` in all. The *growth* :math:`g_j` (how much an error at step
-:math:`j` has grown by the end) depends, measured on the tiny models, mostly on :math:`j`
+:math:`j` has grown by the end) depends, measured on the tiny FLUX, mostly on :math:`j`
 and little on which edge made the error (log-spread 0.02-0.24 within a column). So
 :math:`g_j` is measured exactly, with whole tails, on one edge ending at each of a few
 steps :math:`j` (:func:`growth_steps`), and interpolated in :math:`\log g` between them
