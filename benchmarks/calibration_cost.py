@@ -29,13 +29,13 @@ import torch  # noqa: E402
 
 from benchmarks.run import auto_window, budgets_for  # noqa: E402
 from benchmarks.targets import TINY_FAMILIES, prompt_seeds, tiny_target  # noqa: E402
-from benchmarks.tiny.acceptance import w1_steps  # noqa: E402
 from comfyui_otcache.otcache_comfy.cache_runtime import resolve_reuse  # noqa: E402
 from comfyui_otcache.otcache_comfy.calibration import SamplingSetup, calibrate  # noqa: E402
 from comfyui_otcache.otcache_core.edge_costs import CostMatrix  # noqa: E402
 from comfyui_otcache.otcache_core.graph import best_path  # noqa: E402
 from comfyui_otcache.otcache_core.metrics import psnr  # noqa: E402
 from comfyui_otcache.otcache_core.schedule import Schedule  # noqa: E402
+from comfyui_otcache.otcache_core.warp import w1_steps  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 VARIANTS = (("global", 1), ("global", 4), ("fast", 1), ("fast", 4))

@@ -281,7 +281,7 @@ def owner_token() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid(), "start": _process_start(os.getpid())}
 
 
-def _owner_is_dead(owner: Any) -> bool:
+def owner_is_dead(owner: Any) -> bool:
     import os
     import socket
 
@@ -303,7 +303,7 @@ def reclaim_dead_trials(study: optuna.Study) -> int:
     """Fail every RUNNING trial whose owner on this host is gone, and re-queue it; the number re-queued."""
     reclaimed = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if not _owner_is_dead(trial.user_attrs.get(ATTR_OWNER)):
+        if not owner_is_dead(trial.user_attrs.get(ATTR_OWNER)):
             continue
         try:
             study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)

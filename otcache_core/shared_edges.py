@@ -21,7 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .anchor import _owner_is_dead, owner_token
+from .anchor import owner_is_dead, owner_token
 
 STALE_SECONDS = 60.0  # a claim whose owner has not beaten for this long is taken over
 BEAT_SECONDS = 10.0
@@ -83,7 +83,7 @@ class SharedEdges:
             if owner == self.me:
                 self.mine.add(unit)
                 return True
-            if not (_owner_is_dead(json.loads(owner)) or now - beat > self.stale):
+            if not (owner_is_dead(json.loads(owner)) or now - beat > self.stale):
                 return False
             taken = c.execute(CLAIMS.update().where(CLAIMS.c.key == self.key, CLAIMS.c.unit == unit,
                                                     CLAIMS.c.owner == owner).values(owner=self.me, beat=now))

@@ -34,15 +34,10 @@ from comfyui_otcache.otcache_core.atomic import write_atomic  # noqa: E402
 from comfyui_otcache.otcache_core.graph import best_path  # noqa: E402
 from comfyui_otcache.otcache_core.presets import load_preset  # noqa: E402
 from comfyui_otcache.otcache_core.schedule import Schedule  # noqa: E402
-from comfyui_otcache.otcache_core.warp import resample, warp  # noqa: E402
+from comfyui_otcache.otcache_core.warp import resample, w1_steps  # noqa: E402
 
 PUBLISHED = {"flux": "lemica-flux1-dev-50-10", "qwen_image": "lemica-qwen-image-50-10",
              "hunyuan_video": "lemica-hunyuanvideo-1.5-50-10"}
-
-
-def w1_steps(a: Schedule, b: Schedule, grid: int = 4001) -> float:
-    u = np.linspace(0.0, 1.0, grid)
-    return float(np.trapezoid(np.abs(warp(a)(u) - warp(b)(u)), u) * (a.steps - 1))
 
 
 def _per_prompt_psnr(cell: dict, row: dict) -> list[float]:

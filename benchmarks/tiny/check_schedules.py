@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.tiny.acceptance import PUBLISHED, w1_steps  # noqa: E402
+from benchmarks.tiny.acceptance import PUBLISHED  # noqa: E402
 from comfyui_otcache.demo.tiny import split_prompts  # noqa: E402
 from comfyui_otcache.otcache_comfy.calibration import SamplingSetup, calibrate  # noqa: E402
 from comfyui_otcache.otcache_core.edge_costs import CostMatrix  # noqa: E402
@@ -38,7 +38,10 @@ from comfyui_otcache.otcache_core.graph import best_path  # noqa: E402
 from comfyui_otcache.otcache_core.metrics import psnr, ssim  # noqa: E402
 from comfyui_otcache.otcache_core.presets import load_preset  # noqa: E402
 from comfyui_otcache.otcache_core.schedule import Schedule  # noqa: E402
-from comfyui_otcache.otcache_core.warp import resample  # noqa: E402
+from comfyui_otcache.otcache_core.warp import (
+    resample,  # noqa: E402
+    w1_steps,  # noqa: E402
+)
 
 MODES = ("block", "residual", "output")
 

@@ -33,14 +33,17 @@ import comfy.samplers  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.tiny.acceptance import PUBLISHED, w1_steps  # noqa: E402
+from benchmarks.tiny.acceptance import PUBLISHED  # noqa: E402
 from comfyui_otcache.demo.tiny_models import build_tiny_model  # noqa: E402
 from comfyui_otcache.otcache_core.edge_costs import error, window_edges  # noqa: E402
 from comfyui_otcache.otcache_core.graph import best_path  # noqa: E402
 from comfyui_otcache.otcache_core.metrics import psnr_per_image  # noqa: E402
 from comfyui_otcache.otcache_core.presets import load_preset  # noqa: E402
 from comfyui_otcache.otcache_core.schedule import Schedule  # noqa: E402
-from comfyui_otcache.otcache_core.warp import resample  # noqa: E402
+from comfyui_otcache.otcache_core.warp import (
+    resample,  # noqa: E402
+    w1_steps,  # noqa: E402
+)
 
 
 class GaussianDenoiser:

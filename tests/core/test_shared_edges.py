@@ -35,7 +35,7 @@ def test_a_dead_or_silent_owners_claim_is_taken_over(url, monkeypatch):
     try:
         assert b.claim("edge:0:1:3")
         assert not a.claim("edge:0:1:3")  # another host, beating: not taken
-        monkeypatch.setattr(shared_edges, "_owner_is_dead", lambda owner: True)  # b's process is gone
+        monkeypatch.setattr(shared_edges, "owner_is_dead", lambda owner: True)  # b's process is gone
         assert a.claim("edge:0:1:3")
         monkeypatch.undo()
         assert not b.claim("edge:0:1:3")  # a is alive and beating: the unit stays a's

@@ -244,3 +244,12 @@ def test_resample_errors():
         resample(FLUX_REF, 1)
     with pytest.raises(ScheduleError, match=r"resample\(\) needs a Schedule; got tuple"):
         resample((0, 49), 28)  # type: ignore[arg-type]
+
+
+def test_w1_steps_is_zero_for_one_schedule_and_symmetric():
+    from comfyui_otcache.otcache_core.schedule import Schedule
+    from comfyui_otcache.otcache_core.warp import w1_steps
+
+    a, b = Schedule(28, (0, 1, 6, 13, 20, 27)), Schedule.uniform(28, 6)
+    assert w1_steps(a, a) == 0.0
+    assert w1_steps(a, b) == w1_steps(b, a) > 1.0

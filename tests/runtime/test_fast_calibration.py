@@ -12,7 +12,7 @@ from comfyui_otcache.otcache_core.edge_costs import CostMatrix, arrival_key, min
 from comfyui_otcache.otcache_core.fast_costs import exact_evaluations, fast_evaluations, growth_edges, growth_stride
 from comfyui_otcache.otcache_core.graph import best_path
 from comfyui_otcache.otcache_core.schedule import Schedule
-from comfyui_otcache.otcache_core.warp import warp
+from comfyui_otcache.otcache_core.warp import w1_steps
 
 REPLAY_CHECK = 3  # evaluations of the once-per-calibration check that replays repeat the full run
 
@@ -32,11 +32,6 @@ def calibrated(model, steps, window, edge_cost, seeds=1, **kw):
     with count_block_stack_calls(model) as counter:
         stats = cal.calibrate(setup_for(model, steps), 7, matrix, "output", **kw)
     return matrix, stats, counter["calls"]
-
-
-def w1_steps(a: Schedule, b: Schedule) -> float:
-    u = np.linspace(0.0, 1.0, 4001)
-    return float(np.trapezoid(np.abs(warp(a)(u) - warp(b)(u)), u) * (a.steps - 1))
 
 
 def test_fast_calibration_runs_a_tenth_of_the_exact_evaluations(model):
