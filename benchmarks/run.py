@@ -89,7 +89,7 @@ from comfyui_otcache.otcache_core.graph import (  # noqa: E402
 )
 from comfyui_otcache.otcache_core.interpolate import budget_for_speedup, interpolate  # noqa: E402
 from comfyui_otcache.otcache_core.metrics import PSNR_CAP, psnr, ssim  # noqa: E402,F401
-from comfyui_otcache.otcache_core.perceptual import load_metric, subsample_frames  # noqa: E402
+from comfyui_otcache.otcache_core.perceptual import METRIC_CHOICES, load_metric, subsample_frames  # noqa: E402
 from comfyui_otcache.otcache_core.presets import list_presets  # noqa: E402
 from comfyui_otcache.otcache_core.schedule import Schedule  # noqa: E402
 from comfyui_otcache.otcache_core.warp import resample  # noqa: E402
@@ -913,7 +913,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--reuse", default="auto", choices=("auto", "block", "residual", "output"),
                     help="Cached Model reuse mode for every schedule method (default auto: block for these DiTs)")
     ap.add_argument("--mapping", default="linear", choices=("linear", "log"), help="interpolation weight mapping")
-    ap.add_argument("--anchor-metric", default="lpips", choices=("lpips", "ssim"),
+    ap.add_argument("--anchor-metric", default="lpips", choices=METRIC_CHOICES,
                     help="anchor search objective (lpips falls back to 1 - SSIM, stated, without its weights)")
     ap.add_argument("--easycache-start", type=float, default=0.15, help="EasyCache start_percent (node default 0.15)")
     ap.add_argument("--easycache-end", type=float, default=0.95, help="EasyCache end_percent (node default 0.95)")

@@ -19,6 +19,7 @@ from comfy_api.latest import io
 from ..otcache_comfy.anchor_run import anchor_or_saved
 from ..otcache_comfy.cache_runtime import REUSE_MODES
 from ..otcache_comfy.saved_results import SAVED_CHOICES
+from ..otcache_core.perceptual import METRIC_CHOICES
 from ..otcache_comfy.ui_text import node_id_of, node_ui
 from .types import CATEGORY, OTSchedule
 
@@ -76,12 +77,13 @@ class OTCacheAnchorSearch(io.ComfyNode):
                                        "these inputs are the same; 'recompute': always search here."),
                 io.Combo.Input("reuse", options=list(REUSE_MODES), default="auto", advanced=True,
                                tooltip="Reuse mode to measure; use the one the Cached Model will run."),
-                io.Combo.Input("metric", options=["lpips", "ssim"], default="lpips", advanced=True, tooltip=(
-                    "lpips: LPIPS (AlexNet), as in the paper; falls back to 1 - SSIM, and says so, when its weights "
-                    "cannot be loaded. ssim: 1 - SSIM directly.")),
+                io.Combo.Input("metric", options=list(METRIC_CHOICES), default="lpips", advanced=True, tooltip=(
+                    "What 'close to full compute' means. lpips: LPIPS (AlexNet), as in the paper; falls back to "
+                    "1 - SSIM, and says so, when its weights cannot be loaded. ssim: 1 - SSIM directly. psnr: pixel "
+                    "error in dB (minus the PSNR), for when pixel fidelity matters more than perceptual closeness.")),
             ],
             outputs=[
-                OTSchedule.Output(display_name="anchor", tooltip="The best schedule found; its LPIPS is in its metrics."),
+                OTSchedule.Output(display_name="anchor", tooltip="The best schedule found; its objective (the chosen metric) is in its metrics."),
                 io.Image.Output(display_name="comparison", tooltip=("Full compute, the reference's warp at the anchor "
                                                                     "budget, and the anchor, for the first seed.")),
                 io.Image.Output(display_name="trials", tooltip="Objective per trial and the best so far."),

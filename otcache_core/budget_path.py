@@ -10,14 +10,17 @@ schedule. So each budget can be *measured* instead of predicted:
 .. math::
 
     S^*_K = \arg\min_{S \in C_K} f(S), \qquad
-    C_K = \{\, I_K,\ G_K \,\} \cup \mathcal{N}(\text{best so far}),
+    C_K = \{\, I_K,\ G_K,\ U_K \,\} \cup \mathcal{N}(\text{best so far}),
 
-where :math:`I_K` is the OT interpolation of reference and anchor at :math:`K` and
+where :math:`I_K` is the OT interpolation of reference and anchor at :math:`K` (the
+reference and the anchor themselves at their own budgets), :math:`U_K` the uniform
+schedule (the baseline any user has without calibration; measured on the tiny models it
+beats the graph search at some mild budgets, so the path must be able to pick it), and
 :math:`\mathcal N(S)` the one-step neighbours of :math:`S` (one inner computed step moved
 by one, :func:`neighbours`), explored by first-improvement hill climbing for at most
 ``neighbour_evals`` scores per budget. A knot is :math:`(K, S^*_K, f(S^*_K))`; by
-construction it scores no worse on the calibration objective than :math:`I_K` and
-:math:`G_K`. Between knots the path is OT interpolation of the two neighbouring knots
+construction it scores no worse on the calibration objective than :math:`I_K`,
+:math:`G_K` and :math:`U_K`. Between knots the path is OT interpolation of the two neighbouring knots
 (:func:`path_schedule`); above :math:`K_r` it runs from full compute to the knot at
 :math:`K_r`, exactly as plain stage 3 runs to the reference.
 
@@ -47,7 +50,7 @@ class Knot:
     budget: int
     schedule: Schedule
     objective: float
-    origin: str  # "interpolated", "graph", "reference", "anchor", plus "+neighbours" when hill climbing won
+    origin: str  # "interpolated", "graph", "uniform", "reference", "anchor", plus "+neighbours" when hill climbing won
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,7 @@ def build_path(objective: Objective, reference: Schedule, anchor: Schedule,
             candidates = [("interpolated", interpolate(reference, anchor, budget).with_metadata(params={}))]
         if budget in graph:
             candidates.append(("graph", graph[budget]))
+        candidates.append(("uniform", Schedule.uniform(reference.steps, budget)))
         knot = best_at_budget(scores, candidates, neighbour_evals)
         knots.append(Knot(knot.budget, knot.schedule.with_metadata(source="interpolated", params={}, metrics={}),
                           knot.objective, knot.origin))

@@ -5,7 +5,9 @@ and the full-compute image of the same seed and conditioning. LPIPS needs the Im
 AlexNet weights, which torchvision downloads on first use; on a machine that cannot
 download them (and has no torch hub cache) we fall back to a *stated* metric,
 ``1 - SSIM``, and say so in the metric's name and note. A different metric is never
-reported as LPIPS.
+reported as LPIPS. ``psnr`` asks for pixel fidelity instead of perceptual closeness: the
+objective is ``10 log10 MSE`` in dB, i.e. minus the PSNR, so a mean over seeds is the
+mean PSNR that benchmarks report, with the sign turned.
 
 Images are ComfyUI IMAGE tensors: ``[B, H, W, 3]``, float in [0, 1].
 
@@ -23,6 +25,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .metrics import psnr_per_image
+
 log = logging.getLogger("otcache")
 
 
@@ -30,7 +34,7 @@ log = logging.getLogger("otcache")
 class ImageMetric:
     """A per-image distance (lower is closer) with the name it is reported under."""
 
-    name: str  # "lpips-alex" or "1-ssim"
+    name: str  # "lpips-alex", "1-ssim" or "mse-db"
     note: str  # why this metric: empty for LPIPS, the reason for a fallback
     distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -78,6 +82,14 @@ def one_minus_ssim(images: torch.Tensor, references: torch.Tensor) -> torch.Tens
     return 1.0 - ssim(images, references)
 
 
+def mse_db(images: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+    """``10 log10 MSE`` per image (minus the PSNR for a data range of 1), floored at -100 dB for identical images."""
+    return -torch.from_numpy(psnr_per_image(images, references, floor=1e-10)).float()
+
+
+METRIC_CHOICES = ("lpips", "ssim", "psnr")
+
+
 def _default_lpips_factory():
     import lpips
 
@@ -88,13 +100,16 @@ def load_metric(prefer: str = "lpips", lpips_factory: Callable[[], torch.nn.Modu
                 device: torch.device | str | None = None) -> ImageMetric:
     """LPIPS (AlexNet) when its weights load, else 1 - SSIM with the reason in ``note``.
 
-    ``prefer="ssim"`` asks for 1 - SSIM directly. ``lpips_factory`` builds the LPIPS module
-    (tests pass one with a random trunk, which loads offline).
+    ``prefer="ssim"`` asks for 1 - SSIM directly, ``prefer="psnr"`` for :func:`mse_db`.
+    ``lpips_factory`` builds the LPIPS module (tests pass one with a random trunk, which
+    loads offline).
     """
-    if prefer not in ("lpips", "ssim"):
-        raise ValueError(f"unknown metric {prefer!r}; choose 'lpips' or 'ssim'")
+    if prefer not in METRIC_CHOICES:
+        raise ValueError(f"unknown metric {prefer!r}; choose one of {', '.join(METRIC_CHOICES)}")
     if prefer == "ssim":
         return ImageMetric("1-ssim", "1 - SSIM was asked for", one_minus_ssim)
+    if prefer == "psnr":
+        return ImageMetric("mse-db", "pixel error in dB (10 log10 MSE, minus the PSNR) was asked for", mse_db)
     try:
         net = (lpips_factory or _default_lpips_factory)()
     except Exception as e:  # no network and no cached AlexNet weights, most often

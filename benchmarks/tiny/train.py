@@ -99,7 +99,29 @@ def run_key(args) -> str:
     """What a checkpoint belongs to: a checkpoint of another run is never resumed."""
     return json.dumps({"family": args.family, "seed": args.seed, "steps": args.steps, "batch": args.batch,
                        "lr": args.lr, "ema": args.ema, "threads": args.threads,
-                       "arch": get_family(args.family).arch}, sort_keys=True)
+                       "arch": training_arch(args)}, sort_keys=True)
+
+
+def training_arch(args) -> dict:
+    """The family's architecture, with ``--rope`` (theta and axes) applied."""
+    arch = dict(get_family(args.family).arch)
+    if args.rope:
+        arch.update(parse_rope(args.family, args.rope))
+    return arch
+
+
+def parse_rope(family: str, text: str) -> dict:
+    """``THETA:A,B,C`` -> the family's RoPE config keys (Qwen-Image's theta is fixed at 10,000)."""
+    theta, _, axes = text.partition(":")
+    try:
+        theta_value, axes_value = int(theta), [int(a) for a in axes.split(",")] if axes else None
+    except ValueError:
+        raise SystemExit(f"--rope {text!r}: write THETA or THETA:A,B,C with integers, e.g. 64:4,14,14") from None
+    if family == "qwen_image":
+        if theta_value != 10000:
+            raise SystemExit("--rope: Qwen-Image's RoPE theta is fixed at 10000 in ComfyUI; change only the axes")
+        return {"axes_dims_rope": axes_value} if axes_value else {}
+    return {"theta": theta_value, **({"axes_dim": axes_value} if axes_value else {})}
 
 
 class Checkpoint:
@@ -173,6 +195,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=16)
     ap.add_argument("--checkpoint-every", type=int, default=50,
                     help="save a resumable checkpoint every this many steps (weights/<family>_ckpt/)")
+    ap.add_argument("--rope", default=None,
+                    help="RoPE override THETA[:A,B,C] (FLUX, HunyuanVideo: theta and axes; Qwen-Image: axes only)")
     ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     args = ap.parse_args()
     fam = get_family(args.family)
@@ -183,7 +207,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    arch = dict(fam.arch)
+    arch = training_arch(args)
     model = build_tiny_model(args.family, args.seed, scale=1.0, **arch)
     dm = model.model.diffusion_model
     with torch.no_grad():  # start from a zero velocity: zero output projection

@@ -47,7 +47,18 @@ def test_bad_inputs_are_refused():
     with pytest.raises(ValueError, match=r"expected IMAGE tensors \[B, H, W, 3\]"):
         metric(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8))
     with pytest.raises(ValueError, match="unknown metric"):
-        load_metric(prefer="psnr")
+        load_metric(prefer="mse")
+
+
+def test_psnr_objective_is_minus_the_benchmarks_psnr():
+    from comfyui_otcache.otcache_core.metrics import psnr
+
+    metric = load_metric(prefer="psnr")
+    assert metric.name == "mse-db" and not metric.is_lpips and "asked for" in metric.note
+    a = images(6, batch=1)
+    noisy = (a + 0.05 * torch.randn(a.shape, generator=torch.Generator().manual_seed(7))).clamp(0, 1)
+    assert metric(noisy, a).item() == pytest.approx(-psnr(noisy, a), abs=1e-3)
+    assert metric(a, a).item() == pytest.approx(-100.0)  # identical images: the floor, not -inf
 
 
 def test_subsample_frames_keeps_first_and_last():

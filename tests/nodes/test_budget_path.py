@@ -51,7 +51,7 @@ def test_neighbours_move_one_inner_step_by_one():
     assert all(s.budget == schedule.budget for s in neighbours(schedule))
 
 
-def test_every_knot_beats_the_ot_and_graph_schedules_on_the_objective():
+def test_every_knot_beats_the_ot_graph_and_uniform_schedules_on_the_objective():
     costs = synthetic_costs()
     graph = all_graph_solutions(costs, "sum")
     reference = graph[10]
@@ -68,25 +68,27 @@ def test_every_knot_beats_the_ot_and_graph_schedules_on_the_objective():
     for knot in path.knots:
         assert knot.objective == pytest.approx(synthetic_objective(knot.schedule))
         assert knot.objective <= synthetic_objective(graph[knot.budget]) + 1e-12
+        assert knot.objective <= synthetic_objective(Schedule.uniform(N, knot.budget)) + 1e-12
         if 4 < knot.budget < 10:
             assert knot.objective <= synthetic_objective(interpolate(reference, anchor, knot.budget)) + 1e-12
 
     # Exact at knots, the right budget between and above them.
     for knot in path.knots:
         assert path_schedule(path, knot.budget) == knot.schedule
-    for budget in range(11, N + 1):
-        assert path_schedule(path, budget).budget == budget
-    assert path_schedule(path, N).is_full
-    with pytest.raises(ValueError, match="out of range"):
-        path_schedule(path, 3)
 
-    # It travels inside a schedule's params and comes back only for its own reference.
-    params = path_to_params(path)
-    again = path_from_params({"path": params}, reference)
-    assert [(k.budget, k.schedule, k.objective) for k in again.knots] == [(k.budget, k.schedule, k.objective)
-                                                                          for k in path.knots]
-    assert path_from_params({"path": params}, Schedule.uniform(N, 10)) is None
-    assert path_from_params({"path": {**params, "knots": [[5, "20:0,19", 0.1, "x"]]}}, reference) is None
+
+def test_a_knot_takes_the_uniform_schedule_when_it_scores_best():
+    """An objective whose unique optimum at each budget is uniform: every knot, the anchor's included, is uniform."""
+    graph = all_graph_solutions(synthetic_costs(), "sum")
+    reference, anchor = graph[10], Schedule.parse(f"{N}:0,1,2,{N - 1}")
+
+    def distance_to_uniform(schedule):
+        return float(np.abs(np.subtract(schedule.compute, Schedule.uniform(N, schedule.budget).compute)).sum())
+
+    path = build_path(distance_to_uniform, reference, anchor, graph, neighbour_evals=0)
+    assert [k.budget for k in path.knots] == list(range(4, 11))
+    assert all(k.origin == "uniform" and k.schedule == Schedule.uniform(N, k.budget) and k.objective == 0
+               for k in path.knots)
 
 
 def test_hill_climbing_walks_to_a_better_neighbour_within_its_allowance():
