@@ -25,8 +25,6 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .metrics import psnr_per_image
-
 log = logging.getLogger("otcache")
 
 
@@ -84,6 +82,8 @@ def one_minus_ssim(images: torch.Tensor, references: torch.Tensor) -> torch.Tens
 
 def mse_db(images: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
     """``10 log10 MSE`` per image (minus the PSNR for a data range of 1), floored at -100 dB for identical images."""
+    from .metrics import psnr_per_image  # metrics imports this module's SSIM
+
     return -torch.from_numpy(psnr_per_image(images, references, floor=1e-10)).float()
 
 
