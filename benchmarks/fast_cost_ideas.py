@@ -1,0 +1,179 @@
+"""Ideas for a cheaper global calibration, measured offline against the exact cost matrix.
+
+Issue 14 asks for the exact ``global`` schedules at a tenth of the evaluations. The shipped
+``fast`` costs (``otcache_core.fast_costs``) estimate an edge ``i -> j`` as ``g_j * a_ij``
+and miss at N/2 on two cells (``calibration_cost.md``). This script replays other ways of
+choosing which edges to measure exactly, on a calibration's saved matrices, without running
+the model again: an edge measured "exactly" takes its value from the exact matrix and is
+charged its tail (``edge_evaluations``: N - j + 1 evaluations). It reports, per idea, the
+evaluations as a share of the exact calibration's, the W1 (steps) of the minimax schedules
+at N/2 and N/5 to the exact ones, and the *bottleneck ratio*: the exact cost of the worst
+edge on the chosen path over that of the exact optimum (1.00 = as good as exact, for the
+minimax objective).
+
+Ideas:
+
+- ``middle/s``: the shipped estimator, growth measured on the middle edge into every s-th step;
+- ``alt/s``: as ``middle`` but every other measured edge is the 2-step edge ``j-2 -> j``, and
+  2-step edges get their own interpolated growth (their ratio exact/arrival sits lower);
+- ``skip2/s``: growth measured on 2-step edges only;
+- ``lazy/s`` and ``lazy-opt/s``: ``middle/s``, then *lazy exact refinement*: solve the paths at
+  N/2 and N/5, measure the worst not-yet-exact edge of each, repeat while the share lasts;
+  ``lazy-opt`` scales the estimates by 0.65 first, so they tend to be lower bounds and the
+  refinement converges to the exact path (allowed up to 6/10 of the exact cost, to see what
+  convergence costs).
+
+    .venv/bin/python benchmarks/fast_cost_ideas.py --measure flux:28 hunyuan_video:50   # save matrices (1 thread; minutes)
+    .venv/bin/python benchmarks/fast_cost_ideas.py                                       # replay -> results/fast_cost_ideas.md
+"""
+from __future__ import annotations
+
+from benchmarks.tiny.common import REPO
+
+import argparse
+import math
+from pathlib import Path
+
+import numpy as np
+
+from comfyui_otcache.otcache_core import fast_costs as fc  # noqa: E402
+from comfyui_otcache.otcache_core.edge_costs import edge_evaluations, window_edges  # noqa: E402
+from comfyui_otcache.otcache_core.graph import best_path  # noqa: E402
+from comfyui_otcache.otcache_core.schedule import Schedule  # noqa: E402
+from comfyui_otcache.otcache_core.warp import w1_steps  # noqa: E402
+
+OUT = REPO / "benchmarks" / "results" / "fast_cost_ideas"
+SHARE = 0.1
+OPTIMISM = 0.65
+
+
+def measure(cell: str, out: Path) -> None:
+    """Run the exact and the fast calibration of ``family:N`` (calibration_cost's setup) and save both."""
+    import torch
+
+    from benchmarks.calibration_cost import budgets_for, auto_window
+    from benchmarks.targets import prompt_seeds, tiny_target
+    from comfyui_otcache.otcache_comfy.cache_runtime import resolve_reuse
+    from comfyui_otcache.otcache_comfy.calibration import SamplingSetup, calibrate
+    from comfyui_otcache.otcache_core.edge_costs import CostMatrix, arrival_key
+
+    family, steps = cell.split(":")
+    steps = int(steps)
+    torch.set_num_threads(1)  # the committed matrices were measured at 1 thread
+    target = tiny_target(family, 1, 1)
+    window = auto_window(steps, budgets_for(steps, [2, 6])[-1])
+    mode = resolve_reuse(target.model, "auto")
+    (first,), _ = prompt_seeds(1, 1, 1)
+    pos, neg = target.cal_conds[0]
+    setup = SamplingSetup(target.model, pos, neg, target.latent, target.sampler, target.scheduler, steps,
+                          float(target.cfg))
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("fast", "global"):
+        matrix = CostMatrix.new(steps, window, 1, name)
+        calibrate(setup, first, matrix, mode)
+        np.save(out / f"{family}_{steps}_{name}.npy", matrix.costs())
+        if name == "fast":
+            np.save(out / f"{family}_{steps}_arrival.npy", matrix.extras[arrival_key(0)].numpy())
+    (out / f"{family}_{steps}_window.txt").write_text(str(window))
+
+
+def estimate(exact: np.ndarray, arrival: np.ndarray, window: int, measured: list, short_class: bool,
+             optimism: float = 1.0) -> np.ndarray:
+    """``g_j a_ij`` with the growth interpolated (in log) per edge class over the measured columns."""
+    n = exact.shape[0]
+    klass = (lambda skip: int(skip == 2)) if short_class else (lambda skip: 0)
+    logs: dict[int, dict[int, list[float]]] = {}
+    for i, j in measured:
+        logs.setdefault(klass(j - i), {}).setdefault(j, []).append(math.log(exact[i, j] / arrival[i, j]))
+    growth = {c: np.interp(np.arange(n), sorted(d), [np.mean(d[k]) for k in sorted(d)]) for c, d in logs.items()}
+    out = np.full((n, n), np.inf)
+    out[np.arange(n - 1), np.arange(1, n)] = 0.0
+    done = set(measured)
+    for i, j in window_edges(n, window):
+        g = growth.get(klass(j - i), next(iter(growth.values())))
+        out[i, j] = exact[i, j] if (i, j) in done else optimism * math.exp(g[j]) * arrival[i, j]
+    return out
+
+
+def evaluations(n: int, measured: list) -> int:
+    return n + (n - 2) + sum(edge_evaluations(n, i, j) for i, j in measured)
+
+
+def initial_edges(n: int, window: int, stride: int, kind: str) -> list:
+    js = fc.growth_steps(n, stride)
+    if kind == "skip2":
+        return [(j - 2, j) for j in js]
+    if kind == "alt":
+        return [(j - 2, j) if k % 2 == 0 else fc.growth_edge(j, window) for k, j in enumerate(js)]
+    return [fc.growth_edge(j, window) for j in js]
+
+
+def lazy_refine(exact, arrival, window, measured, budgets, optimism, cap):
+    """Measure the worst estimated edge of each budget's path until every path is exact or the cap is hit."""
+    n = exact.shape[0]
+    while True:
+        costs = estimate(exact, arrival, window, measured, False, optimism)
+        wanted = []
+        for k in budgets:
+            path = best_path(costs, k)
+            open_edges = [(a, b) for a, b in zip(path, path[1:]) if b - a > 1 and (a, b) not in measured]
+            if open_edges:
+                worst = max(open_edges, key=lambda e: costs[e])
+                wanted += [worst] if worst not in wanted else []
+        if not wanted:
+            return costs, measured, "converged"
+        for edge in wanted:
+            if evaluations(n, measured + [edge]) > cap:
+                return estimate(exact, arrival, window, measured, False, 1.0), measured, "share used up"
+            measured = measured + [edge]
+
+
+def bottleneck(exact: np.ndarray, path) -> float:
+    return max(exact[a, b] for a, b in zip(path, path[1:]))
+
+
+def replay(folder: Path) -> list[str]:
+    rows = ["| cell | idea | evaluations (share of exact) | W1 at N/2 | W1 at N/5 | bottleneck ratio N/2 | N/5 | note |",
+            "|---|---|---|---|---|---|---|---|"]
+    for exact_file in sorted(folder.glob("*_global.npy")):
+        cell = exact_file.name[: -len("_global.npy")]
+        exact = np.load(exact_file)
+        arrival = np.load(folder / f"{cell}_arrival.npy")
+        window = int((folder / f"{cell}_window.txt").read_text())
+        n = exact.shape[0]
+        total = fc.exact_evaluations(n, window)
+        budgets = [round(n / 2), round(n / 5)]
+        for idea in ("middle", "alt", "skip2", "lazy", "lazy-opt"):
+            for stride in (2, 3, 4, 6):
+                measured = initial_edges(n, window, stride, "middle" if idea.startswith("lazy") else idea)
+                note = ""
+                if idea.startswith("lazy"):
+                    optimism = OPTIMISM if idea == "lazy-opt" else 1.0
+                    cap = (6 * SHARE if idea == "lazy-opt" else SHARE) * total  # lazy-opt: what convergence costs
+                    costs, measured, note = lazy_refine(exact, arrival, window, measured, budgets, optimism, cap)
+                    note = f"{len(measured) - len(fc.growth_steps(n, stride))} edges refined, {note}"
+                else:
+                    costs = estimate(exact, arrival, window, measured, idea == "alt")
+                used = evaluations(n, measured)
+                w1 = [w1_steps(Schedule(n, best_path(exact, k)), Schedule(n, best_path(costs, k))) for k in budgets]
+                ratio = [bottleneck(exact, best_path(costs, k)) / bottleneck(exact, best_path(exact, k)) for k in budgets]
+                rows.append(f"| {cell} | {idea}/{stride} | {used} ({used / total:.3f}) | {w1[0]:.2f} | {w1[1]:.2f} | "
+                            f"{ratio[0]:.2f} | {ratio[1]:.2f} | {note} |")
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--measure", nargs="*", metavar="FAMILY:N", help="calibrate and save these cells first")
+    ap.add_argument("--dir", type=Path, default=OUT)
+    args = ap.parse_args()
+    for cell in args.measure or []:
+        measure(cell, args.dir)
+    text = ["# Cheaper global calibration: ideas replayed on saved matrices", "",
+            "Written by `benchmarks/fast_cost_ideas.py` (see its docstring for the ideas and the columns).", ""]
+    (args.dir.parent / "fast_cost_ideas.md").write_text("\n".join(text + replay(args.dir)) + "\n")
+    print("\n".join(replay(args.dir)))
+
+
+if __name__ == "__main__":
+    main()
