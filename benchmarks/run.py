@@ -498,7 +498,7 @@ def stage3_path(cell: Cell, objective, objectives, graph, reference: Schedule, a
                       neighbour_evals=args.neighbour_evals, known=known, metric=anchor_metric.name)
     costs_table.append({
         "stage": f"3 budget path: knots at K={k_anchor}..{k_ref}",
-        "detail": f"{path.scored} schedules scored (OT, graph, up to {args.neighbour_evals} one-step moves per knot)",
+        "detail": f"{path.scored} schedules scored (OT, graph, uniform, up to {args.neighbour_evals} one-step moves per knot)",
         "runs": sum(o.sampling_runs for o in objectives) - runs_before,
         "evaluations": sum(o.evaluations for o in objectives) - evals_before,
         "seconds": time.perf_counter() - begin})

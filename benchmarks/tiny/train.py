@@ -103,25 +103,16 @@ def run_key(args) -> str:
 
 
 def training_arch(args) -> dict:
-    """The family's architecture, with ``--rope`` (theta and axes) applied."""
+    """The family's architecture with the ``--arch KEY=JSON`` overrides applied."""
     arch = dict(get_family(args.family).arch)
-    if args.rope:
-        arch.update(parse_rope(args.family, args.rope))
+    for item in args.arch or []:
+        key, _, value = item.partition("=")
+        try:
+            arch[key] = json.loads(value)
+        except json.JSONDecodeError:
+            raise SystemExit(f"--arch {item!r}: write KEY=VALUE with a JSON value, e.g. theta=64 or "
+                             "axes_dim=[4,14,14]") from None
     return arch
-
-
-def parse_rope(family: str, text: str) -> dict:
-    """``THETA:A,B,C`` -> the family's RoPE config keys (Qwen-Image's theta is fixed at 10,000)."""
-    theta, _, axes = text.partition(":")
-    try:
-        theta_value, axes_value = int(theta), [int(a) for a in axes.split(",")] if axes else None
-    except ValueError:
-        raise SystemExit(f"--rope {text!r}: write THETA or THETA:A,B,C with integers, e.g. 64:4,14,14") from None
-    if family == "qwen_image":
-        if theta_value != 10000:
-            raise SystemExit("--rope: Qwen-Image's RoPE theta is fixed at 10000 in ComfyUI; change only the axes")
-        return {"axes_dims_rope": axes_value} if axes_value else {}
-    return {"theta": theta_value, **({"axes_dim": axes_value} if axes_value else {})}
 
 
 class Checkpoint:
@@ -195,8 +186,9 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=16)
     ap.add_argument("--checkpoint-every", type=int, default=50,
                     help="save a resumable checkpoint every this many steps (weights/<family>_ckpt/)")
-    ap.add_argument("--rope", default=None,
-                    help="RoPE override THETA[:A,B,C] (FLUX, HunyuanVideo: theta and axes; Qwen-Image: axes only)")
+    ap.add_argument("--arch", action="append", metavar="KEY=JSON",
+                    help="override one architecture key of the family's config (repeatable), e.g. theta=64, "
+                         "axes_dim=[4,14,14]; recorded in the weights' metadata")
     ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     args = ap.parse_args()
     fam = get_family(args.family)
