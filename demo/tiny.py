@@ -41,6 +41,7 @@ class Family:
     train_batch: int = 12
     cond_dropout: float = 0.1  # share of training samples shown the empty prompt (for cfg)
     cfg: float = 3.0  # the cfg the models sample with
+    shipped: bool = True  # weights in demo/weights (else train.py writes them; load_tiny says how)
 
     def latent_shape(self, batch: int = 1) -> tuple:
         if self.frames is None:
@@ -56,6 +57,12 @@ QWEN_ARCH = {"num_layers": 8, "attention_head_dim": 32, "num_attention_heads": 4
              "joint_attention_dim": data.CONTEXT_DIM, "axes_dims_rope": [8, 12, 12]}
 # A tiny HunyuanVideo: FLUX's sizes with 3-D patches (1x2x2) and RoPE over (t, h, w).
 HUNYUAN_ARCH = {**FLUX_ARCH, "theta": 256, "patch_size": [1, 2, 2]}
+# A tiny Wan 2.1 T2V: 8 blocks of width 128, 2 heads of 64. Wan fixes RoPE theta at 10,000 and
+# splits a head as (d - 4 (d // 6), 2 (d // 6), 2 (d // 6)): with heads of 64 each image axis
+# gets 20 dimensions, whose 10 frequencies still tell 16 token positions apart.
+WAN_ARCH = {"model_type": "t2v", "patch_size": [1, 2, 2], "text_len": 8, "in_dim": data.CHANNELS, "dim": 128,
+            "ffn_dim": 256, "freq_dim": 64, "text_dim": data.CONTEXT_DIM, "out_dim": data.CHANNELS,
+            "num_heads": 2, "num_layers": 8}
 
 FAMILIES = {
     "flux": Family("flux", FLUX_ARCH, None, data.LATENT),
@@ -66,7 +73,13 @@ FAMILIES = {
     # drawn uniformly in sigma to teach it the last steps too.
     "hunyuan_video": Family("hunyuan_video", HUNYUAN_ARCH, data.CLIP_FRAMES, data.LATENT // 2,
                             uniform_sigma_share=0.5, train_threads=2),
+    # Single images in Wan's 5-D latent (as Qwen-Image). Its shift 8 puts few samples at low
+    # noise, so half the batch is uniform in sigma (as HunyuanVideo). Trained for issue 17's
+    # reuse-mode comparison; not shipped (the 24 MB weight budget is the three target families').
+    "wan21": Family("wan21", WAN_ARCH, 1, data.LATENT, uniform_sigma_share=0.5, train_threads=2,
+                    train_steps=3000, shipped=False),
 }
+SHIPPED = tuple(name for name, fam in FAMILIES.items() if fam.shipped)
 
 
 class TinyWeightsError(RuntimeError):
@@ -102,6 +115,10 @@ def weights_path(family: str) -> Path:
 
 
 def _missing(path: Path, family: str) -> str:
+    if not get_family(family).shipped:
+        return (f"the tiny {family} weights {path} are missing; they do not ship with the pack. Train them: "
+                f"`.venv/bin/python benchmarks/tiny/train.py --family {family}` (deterministic; about an hour on 2 "
+                "CPU cores).")
     return (f"the tiny {family} weights {path} are missing. They ship with the git checkout of ComfyUI-OTCache "
             f"(demo/weights/); get them with a `git clone` of the repository into custom_nodes, or train them: "
             f"`.venv/bin/python benchmarks/tiny/train.py --family {family}` (about an hour on 2 CPU cores).")
@@ -193,7 +210,7 @@ def split_prompts(split: str, n: int) -> list[data.Prompt]:
 
 
 def load_tiny(family: str, path: Path | str | None = None) -> TinyModel:
-    """The trained tiny ``family`` (``flux``, ``qwen_image`` or ``hunyuan_video``) with its helpers."""
+    """The trained tiny ``family`` (``flux``, ``qwen_image`` or ``hunyuan_video``; ``wan21`` once trained) with its helpers."""
     fam = get_family(family)
     model, meta = load_weights(family, path)
     return TinyModel(fam, model, meta, float(meta.get("cfg", 1.0)))

@@ -203,7 +203,8 @@ def main() -> None:
     model = build_tiny_model(args.family, args.seed, scale=1.0, **arch)
     dm = model.model.diffusion_model
     with torch.no_grad():  # start from a zero velocity: zero output projection
-        final = dm.proj_out if args.family == "qwen_image" else dm.final_layer.linear
+        final = {"qwen_image": lambda: dm.proj_out, "wan21": lambda: dm.head.head}.get(
+            args.family, lambda: dm.final_layer.linear)()
         final.weight.zero_()
         final.bias.zero_()
     params = sum(p.numel() for p in dm.parameters())

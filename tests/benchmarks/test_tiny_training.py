@@ -66,7 +66,7 @@ def test_clips_move_objects_over_a_fixed_background():
     assert float(still.float().mean()) > 0.3  # ... and most of each frame (the background) does not
 
 
-@pytest.mark.parametrize("name", ["qwen_image", "hunyuan_video"])
+@pytest.mark.parametrize("name", ["qwen_image", "hunyuan_video", "wan21"])
 def test_video_latents_round_trip_in_the_models_latent_format(name):
     fam = common.get_family(name)
     model = common.build_tiny_model(name, 0)
@@ -84,7 +84,7 @@ def test_video_latents_round_trip_in_the_models_latent_format(name):
     assert not torch.allclose(codec.to_user(z), z / data.FLUX_SCALE + data.FLUX_SHIFT)
 
 
-@pytest.mark.parametrize("name", ["flux", "qwen_image", "hunyuan_video"])
+@pytest.mark.parametrize("name", ["flux", "qwen_image", "hunyuan_video", "wan21"])
 def test_one_training_step_on_each_family(name):
     """A real step through apply_model: frozen as loaded, gradients reach the blocks, the loss drops."""
     torch.manual_seed(0)
@@ -115,7 +115,7 @@ def test_one_training_step_on_each_family(name):
     assert comfy.model_management.in_training is False
 
 
-@pytest.mark.parametrize("name", ["flux", "qwen_image", "hunyuan_video"])
+@pytest.mark.parametrize("name", ["flux", "qwen_image", "hunyuan_video", "wan21"])
 def test_training_sigmas_span_the_models_own_schedule(name):
     """t in (0, 1) maps onto the whole sigma range of the model's own shifted schedule.
 
@@ -130,7 +130,7 @@ def test_training_sigmas_span_the_models_own_schedule(name):
     assert float(sigma[1]) == pytest.approx(float(shift.sigma(torch.tensor(0.5) * float(shift.timestep(torch.tensor(1.0))))))
 
 
-@pytest.mark.parametrize("name", ["flux", "qwen_image", "hunyuan_video"])
+@pytest.mark.parametrize("name", ["flux", "qwen_image", "hunyuan_video", "wan21"])
 def test_training_sigmas_reach_the_last_steps(name):
     """Every family trains on the low-noise steps: at least 7% of samples below sigma 0.2.
 

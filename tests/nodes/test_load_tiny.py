@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from comfyui_otcache.demo import tiny_data
-from comfyui_otcache.demo.tiny import FAMILIES, TinyWeightsError, load_tiny, split_prompts
+from comfyui_otcache.demo.tiny import SHIPPED, TinyWeightsError, load_tiny, split_prompts
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("family", SHIPPED)
 def test_load_tiny_gives_what_a_ksampler_needs(family):
     tiny = load_tiny(family)
     assert type(tiny.model).__name__ == "ModelPatcher" and tiny.cfg >= 1.0
