@@ -37,7 +37,8 @@ from comfyui_otcache.otcache_core.schedule import Schedule  # noqa: E402
 from comfyui_otcache.otcache_core.warp import resample, w1_steps  # noqa: E402
 
 PUBLISHED = {"flux": "lemica-flux1-dev-50-10", "qwen_image": "lemica-qwen-image-50-10",
-             "hunyuan_video": "lemica-hunyuanvideo-1.5-50-10"}
+             "hunyuan_video": "lemica-hunyuanvideo-1.5-50-10",
+             "wan21": "lemica-wan2.1-t2v-1.3b-50-14"}  # LeMiCa's smallest Wan budget is 14 of 50
 
 
 def _per_prompt_psnr(cell: dict, row: dict) -> list[float]:

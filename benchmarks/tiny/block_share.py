@@ -4,7 +4,7 @@ One ``apply_model`` call at batch 1 (the family's latent, one prompt, sigma 0.5)
 ``torch.utils.flop_counter.FlopCounterMode``, which counts the matmul, convolution and
 attention FLOPs of every module (element-wise ops are not counted). The share is the FLOPs
 inside the transformer blocks (``double_blocks``/``single_blocks`` of FLUX and HunyuanVideo,
-``transformer_blocks`` of Qwen-Image; what ``block`` reuse replaces) over all FLOPs counted.
+``transformer_blocks`` of Qwen-Image, ``blocks`` of Wan; what ``block`` reuse replaces) over all FLOPs counted.
 HunyuanVideo's text token refiner is outside the stack, as in ComfyUI's class.
 
     .venv/bin/python benchmarks/tiny/block_share.py [--families flux,qwen_image,hunyuan_video]
@@ -19,7 +19,7 @@ import json
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-STACKS = ("double_blocks", "single_blocks", "transformer_blocks")
+STACKS = ("double_blocks", "single_blocks", "transformer_blocks", "blocks")  # "blocks": Wan
 
 
 def block_share(family: str) -> dict:
