@@ -763,8 +763,8 @@ def markdown(result: dict) -> str:
         "HunyuanVideo 1.5 for HunyuanVideo) resampled to N, as points at their own speedups.",
         "- OTCache: reference = minimax graph search on global edge costs at the smallest speedup's budget; "
         "anchor = Optuna search at the largest (the graph's own solution there among its seeds); between them "
-        "the measured budget path: at every budget the better, on the calibration objective, of the OT-"
-        "interpolated and the graph schedule, then a few one-step moves (hill climbing). "
+        "the measured budget path: at every budget the best, on the calibration objective, of the OT-"
+        "interpolated, the graph and the uniform schedule, then a few one-step moves (hill climbing). "
         "OT interpolation (paper) is plain stage 3 between the same reference and anchor.",
         "",
         margins_table(result["cells"]),
