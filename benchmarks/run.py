@@ -880,6 +880,11 @@ def plot_png(result: dict) -> bytes:
     return buffer.getvalue()
 
 
+def anchor_metric_for(name: str, lpips_metric):
+    """The anchor search's objective: the loaded LPIPS (or its stated fallback) for ``lpips``, else the named metric."""
+    return lpips_metric if name == "lpips" else load_metric(name)
+
+
 def write_outputs(result: dict, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [write_atomic(out / "comparison.json", json.dumps(result, indent=1, sort_keys=False) + "\n"),
@@ -1026,7 +1031,7 @@ def main(argv: list[str] | None = None) -> int:
 
     lpips_metric = load_metric("lpips", device=comfy.model_management.get_torch_device())
     lpips_note = "lpips-alex" if lpips_metric.is_lpips else f"n/a: {lpips_metric.note}"
-    anchor_metric = lpips_metric if args.anchor_metric == "lpips" else load_metric("ssim")
+    anchor_metric = anchor_metric_for(args.anchor_metric, lpips_metric)
     if not lpips_metric.is_lpips:
         lpips_metric = None
     say(f"LPIPS: {lpips_note}; anchor search metric: {anchor_metric.name}")

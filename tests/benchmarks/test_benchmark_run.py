@@ -122,7 +122,8 @@ def test_the_three_stages_and_their_cost(quick):
     assert sorted(knots) == [3, 4, 5]
     for k in (3, 4, 5):
         assert otcache[k]["schedule"] == knots[k][0] and otcache[k]["label"].startswith("OTCache (measured knot")
-    assert knots[3][2].startswith("anchor") and knots[5][2].startswith(("reference", "graph"))
+    assert knots[3][2].startswith(("anchor", "graph", "uniform"))
+    assert knots[5][2].startswith(("reference", "graph", "uniform"))
     assert [r["method"] for r in cell["rows"] if r["budget"] == 4].count("OT interpolation (paper)") == 1
     def stage(prefix):
         (found,) = [c for c in cell["calibration_cost"] if c["stage"].startswith(prefix)]
@@ -139,7 +140,7 @@ def test_the_three_stages_and_their_cost(quick):
     # The LPIPS column holds LPIPS or says why not; the anchor metric is named.
     lpips = result["metrics"]["lpips"]
     assert lpips == "lpips-alex" or lpips.startswith("n/a: ")
-    assert result["metrics"]["anchor_metric"] in ("lpips-alex", "1-ssim")
+    assert result["metrics"]["anchor_metric"] in ("lpips-alex", "1-ssim")  # the quick run's default: lpips
     if lpips != "lpips-alex":
         assert all(r["lpips"] is None for r in cell["rows"])
 
@@ -250,3 +251,15 @@ def test_real_checkpoint_target_is_built_with_comfyuis_loaders(tmp_path, monkeyp
     assert (target.sampler, target.scheduler, target.cfg) == ("euler", "simple", 1.0)
     with pytest.raises(targets.BenchError, match="holds 3 prompts"):
         targets.real_target(args, 2, 2)
+
+
+def test_anchor_metric_choice_reaches_the_search():
+    """--anchor-metric names the objective: lpips keeps the loaded metric, ssim and psnr load their own."""
+    run = _load_script()
+    loaded = object()
+    assert run.anchor_metric_for("lpips", loaded) is loaded
+    assert run.anchor_metric_for("ssim", loaded).name == "1-ssim"
+    assert run.anchor_metric_for("psnr", loaded).name == "mse-db"
+    assert run.parse_args(["--anchor-metric", "psnr"]).anchor_metric == "psnr"
+    with pytest.raises(SystemExit):
+        run.parse_args(["--anchor-metric", "mse"])
