@@ -51,7 +51,7 @@ def measure(cell: str, out: Path) -> None:
     """Run the exact and the fast calibration of ``family:N`` (calibration_cost's setup) and save both."""
     import torch
 
-    from benchmarks.calibration_cost import budgets_for, auto_window
+    from benchmarks.calibration_cost import auto_window, budgets_for
     from benchmarks.targets import prompt_seeds, tiny_target
     from comfyui_otcache.otcache_comfy.cache_runtime import resolve_reuse
     from comfyui_otcache.otcache_comfy.calibration import SamplingSetup, calibrate

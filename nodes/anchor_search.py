@@ -19,8 +19,8 @@ from comfy_api.latest import io
 from ..otcache_comfy.anchor_run import anchor_or_saved
 from ..otcache_comfy.cache_runtime import REUSE_MODES
 from ..otcache_comfy.saved_results import SAVED_CHOICES
-from ..otcache_core.perceptual import METRIC_CHOICES
 from ..otcache_comfy.ui_text import node_id_of, node_ui
+from ..otcache_core.perceptual import METRIC_CHOICES
 from .types import CATEGORY, OTSchedule
 
 log = logging.getLogger("otcache")
@@ -83,7 +83,7 @@ class OTCacheAnchorSearch(io.ComfyNode):
                     "error in dB (minus the PSNR), for when pixel fidelity matters more than perceptual closeness.")),
             ],
             outputs=[
-                OTSchedule.Output(display_name="anchor", tooltip="The best schedule found; its objective (the chosen metric) is in its metrics."),
+                OTSchedule.Output(display_name="anchor", tooltip="The best schedule found; its objective value is in its metrics."),
                 io.Image.Output(display_name="comparison", tooltip=("Full compute, the reference's warp at the anchor "
                                                                     "budget, and the anchor, for the first seed.")),
                 io.Image.Output(display_name="trials", tooltip="Objective per trial and the best so far."),

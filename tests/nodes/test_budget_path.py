@@ -18,7 +18,6 @@ from comfyui_otcache.otcache_core.budget_path import (
     path_for,
     path_from_params,
     path_schedule,
-    path_to_params,
 )
 from comfyui_otcache.otcache_core.graph import all_graph_solutions, best_path
 from comfyui_otcache.otcache_core.interpolate import interpolate
