@@ -31,7 +31,6 @@ from __future__ import annotations
 from benchmarks.tiny.common import REPO
 
 import argparse
-import math
 from pathlib import Path
 
 import numpy as np
@@ -79,19 +78,28 @@ def measure(cell: str, out: Path) -> None:
 
 def estimate(exact: np.ndarray, arrival: np.ndarray, window: int, measured: list, short_class: bool,
              optimism: float = 1.0) -> np.ndarray:
-    """``g_j a_ij`` with the growth interpolated (in log) per edge class over the measured columns."""
+    """``g_j a_ij`` (the shipped ``fast_costs``), or with 2-step edges given a growth of their own.
+
+    ``optimism`` scales the estimated (not the measured) edges.
+    """
     n = exact.shape[0]
-    klass = (lambda skip: int(skip == 2)) if short_class else (lambda skip: 0)
-    logs: dict[int, dict[int, list[float]]] = {}
+    done = np.zeros((n, n), dtype=bool)
     for i, j in measured:
-        logs.setdefault(klass(j - i), {}).setdefault(j, []).append(math.log(exact[i, j] / arrival[i, j]))
-    growth = {c: np.interp(np.arange(n), sorted(d), [np.mean(d[k]) for k in sorted(d)]) for c, d in logs.items()}
-    out = np.full((n, n), np.inf)
-    out[np.arange(n - 1), np.arange(1, n)] = 0.0
-    done = set(measured)
+        done[i, j] = True
+    if not short_class:
+        out = fc.fast_costs(arrival, exact, done, window)
+        out[~done & np.isfinite(out) & (out > 0)] *= optimism
+        return out
+    short = np.zeros((n, n), dtype=bool)
     for i, j in window_edges(n, window):
-        g = growth.get(klass(j - i), next(iter(growth.values())))
-        out[i, j] = exact[i, j] if (i, j) in done else optimism * math.exp(g[j]) * arrival[i, j]
+        short[i, j] = j - i == 2
+    # One shipped estimate per class, each from the measured edges of its own class only.
+    per_class = {c: fc.fast_costs(arrival, exact, done & (short == c), window) for c in (True, False)
+                 if (done & (short == c)).any()}
+    out = next(iter(per_class.values())).copy()
+    for c, costs in per_class.items():
+        out[short == c] = costs[short == c]
+    out[done] = exact[done]
     return out
 
 
