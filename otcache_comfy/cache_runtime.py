@@ -536,9 +536,9 @@ def resolve_reuse(model: ModelPatcher, reuse: str) -> str:
         raise OTCacheRuntimeError(f"unknown reuse mode {reuse!r}; choose one of {', '.join(REUSE_MODES)}")
     block_ok = supports_block_mode(model)
     if reuse == "auto":
-        # Measured on the trained tiny FLUX, Qwen-Image and HunyuanVideo (benchmarks/tiny/results/block_costs/,
-        # K=6 of 28, best schedule per mode): block 26.4 / 26.7 / 29.8 dB, output 25.2 / 24.3 / 25.1,
-        # residual 21.7 / 21.1 / 21.5.
+        # Measured on trained tiny models (benchmarks/tiny/README.md, held-out prompts, own reference,
+        # N=28): FLUX / Qwen-Image / Wan 2.1 block 27.3 / 26.3 / 29.6 dB, output 26.4 / 25.2 / 27.5,
+        # residual 24.0 / 23.0 / 25.7. (Qwen-Image at N=50: output 0.3 dB ahead.)
         return "block" if block_ok else "output"
     if reuse == "block" and not block_ok:
         name = type(model.get_model_object("diffusion_model")).__name__
