@@ -29,7 +29,8 @@ from ..otcache_core.perceptual import ImageMetric, load_metric, subsample_frames
 from ..otcache_core.schedule import Schedule
 from ..otcache_core.warp import resample, schedule_from_warp, warp
 from .cache_runtime import resolve_reuse
-from .calibration import SamplingSetup, conditioning_fingerprint, model_fingerprint, setup_fingerprint
+from .calibration import SamplingSetup
+from .fingerprints import conditioning_fingerprint, model_fingerprint, setup_fingerprint
 from .plots import labelled_row, text_card, trials_plot
 from .saved_results import computed_for, find_saved, saved_record, used_saved_text
 from .ui_text import send_node_text

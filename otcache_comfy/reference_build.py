@@ -31,11 +31,10 @@ from .calibration import (
     calibration_key,
     calibration_path,
     check_uncached,
-    conditioning_fingerprint,
     load_or_new,
     measure_schedule,
-    model_fingerprint,
 )
+from .fingerprints import conditioning_fingerprint, model_fingerprint
 from .plots import cost_heatmap
 from .saved_results import computed_for, costs_from_json, costs_to_json, find_saved, saved_record, used_saved_text
 

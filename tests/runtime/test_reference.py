@@ -13,6 +13,7 @@ from sampling import conditioning_pair, count_block_stack_calls
 from comfyui_otcache.demo.tiny_models import build_tiny_model, tiny_latent
 from comfyui_otcache.nodes.reference import OTCacheReference
 from comfyui_otcache.otcache_comfy import calibration as cal
+from comfyui_otcache.otcache_comfy import fingerprints
 from comfyui_otcache.otcache_comfy.cache_runtime import apply_otcache
 from comfyui_otcache.otcache_comfy.plots import cost_heatmap, heatmap_shape
 from comfyui_otcache.otcache_comfy.reference_build import ReferenceOptions, build_reference, reference_setup
@@ -214,7 +215,7 @@ def test_cache_key_follows_what_the_costs_depend_on(model, conds):
     assert key != cal.calibration_key(setup, 1, 2, "global", 4, "block")
     assert key != cal.calibration_key(setup, 0, 2, "global", 4, "output")
     assert key != cal.calibration_key(setup_for(model, conds, steps=12), 0, 2, "global", 4, "block")
-    assert cal.setup_fingerprint(setup, [0, 1], "block") != cal.setup_fingerprint(setup, [0, 2], "block")
+    assert fingerprints.setup_fingerprint(setup, [0, 1], "block") != fingerprints.setup_fingerprint(setup, [0, 2], "block")
     other = conditioning_pair("flux", separate=True)
     assert key != cal.calibration_key(setup_for(model, other), 0, 2, "global", 4, "block")
     assert key != cal.calibration_key(setup_for(build_tiny_model("flux", seed=1, scale=0.5), conds), 0, 2,
@@ -228,11 +229,11 @@ def test_model_fingerprint_is_stable_when_a_patched_model_gets_loaded(conds):
     weight = model.model.diffusion_model.state_dict()[name]
     patched = model.clone()
     patched.add_patches({f"diffusion_model.{name}": (torch.full_like(weight, 0.1),)}, 1.0)
-    before = cal.model_fingerprint(patched)
-    assert before != cal.model_fingerprint(model)
+    before = fingerprints.model_fingerprint(patched)
+    assert before != fingerprints.model_fingerprint(model)
     positive, negative = conds
     cal.sample_with_schedule(patched, positive, negative, tiny_latent("flux"), 0, "euler", "simple", 3, 1.0)
-    assert cal.model_fingerprint(patched) == before
+    assert fingerprints.model_fingerprint(patched) == before
 
 
 # ----------------------------------------------------------------- the node
