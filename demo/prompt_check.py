@@ -171,3 +171,28 @@ def check_images(classifier: BackgroundClassifier, prompts: list, images: torch.
     images = _as_64(images)
     kinds = classifier(images.permute(0, 3, 1, 2)).argmax(1).tolist()
     return [prompt_satisfied(p, data.BACKGROUNDS[k], img.numpy()) for p, k, img in zip(prompts, kinds, images)]
+
+
+MIN_COLOUR_AREA = 0.5 * math.pi * data.OBJECT_SIZES[0] ** 2  # pixels: half the smallest named circle
+
+
+@torch.no_grad()
+def check_components(classifier: BackgroundClassifier, prompts: list, images: torch.Tensor) -> dict[str, float]:
+    """Which part of the prompts the images miss: the share of each part that is present.
+
+    ``background``: the named kind (prompts naming one); ``colour``: at least
+    :data:`MIN_COLOUR_AREA` pixels of a named colour (objects naming one); ``object_any_shape``:
+    an object of the named colour in some shape; ``object``: colour and shape as named.
+    """
+    images = _as_64(images)
+    kinds = classifier(images.permute(0, 3, 1, 2)).argmax(1).tolist()
+    parts: dict[str, list[bool]] = {"background": [], "colour": [], "object_any_shape": [], "object": []}
+    for prompt, kind, image in zip(prompts, kinds, images.numpy()):
+        if prompt.background != data.ANY:
+            parts["background"].append(data.BACKGROUNDS[kind] == prompt.background)
+        for colour, shape in prompt.objects:
+            if colour != data.ANY:
+                parts["colour"].append(int(colour_mask(image, colour).sum()) >= MIN_COLOUR_AREA)
+            parts["object_any_shape"].append(named_object_present(image, colour, data.ANY))
+            parts["object"].append(named_object_present(image, colour, shape))
+    return {name: float(np.mean(found)) if found else float("nan") for name, found in parts.items()}

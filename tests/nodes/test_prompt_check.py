@@ -42,3 +42,16 @@ def test_objects_are_found_by_colour_and_a_field_is_not_an_object():
     assert not pc.named_object_present(image, "blue", "any") and not pc.named_object_present(image, "blue", "diamond")
     field = np.tile(np.asarray(data.COLOURS["red"]), (64, 64, 1))  # a field of the colour is not an object
     assert not pc.named_object_present(field, "red", "any")
+
+
+def test_components_tell_a_blob_of_the_right_colour_from_the_named_shape():
+    """A red blob where a red square is asked: colour present, an object of some shape, not the square."""
+    prompt = data.Prompt("any", (("red", "square"),))
+    image = np.full((64, 64, 3), 0.5, dtype=np.float32)
+    image[data._shape_mask("circle", 32, 32, 11, 0.0)] = data.COLOURS["red"]
+    classifier = pc.load_background_classifier()
+    parts = pc.check_components(classifier, [prompt], torch.from_numpy(image)[None])
+    assert parts["colour"] == 1.0 and parts["object_any_shape"] == 1.0 and parts["object"] == 0.0
+    assert np.isnan(parts["background"])  # the prompt names no background kind
+    parts = pc.check_components(classifier, [data.Prompt("any", (("blue", "square"),))], torch.from_numpy(image)[None])
+    assert parts == {"background": parts["background"], "colour": 0.0, "object_any_shape": 0.0, "object": 0.0}
