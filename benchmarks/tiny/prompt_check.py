@@ -5,9 +5,9 @@ calibration saw them), one sample each (euler / simple / 28 steps / the model's 
 negative = the empty prompt, seed 7000 + k), decoded with the fixed codec and read by
 ``demo/prompt_check.py`` (background kind by a small CNN, each named object against the
 renderer's own shape masks). Reported: the share of samples showing everything the prompt
-names, the share of each part present (``check_components``: background kind, colour, object in
-some shape, object as named), the same for true renders of the same prompts (the check's own ceiling), and a grid
-with a green or red frame per sample.
+names; the share of each part present (``check_components``: background kind, colour, object
+in some shape, object as named); the same for true renders of the same prompts (the check's
+own ceiling); and a grid with a green or red frame per sample.
 
     .venv/bin/python benchmarks/tiny/prompt_check.py --family flux [--weights PATH] [--prompts 32]
 """
