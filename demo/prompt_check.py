@@ -166,17 +166,20 @@ def prompt_satisfied(prompt: data.Prompt, background: str, image: np.ndarray) ->
 
 
 @torch.no_grad()
+def background_kinds(classifier: BackgroundClassifier, images: torch.Tensor) -> list[str]:
+    """The background kind the classifier reads in each image (``[B, H, W, 3]``, 64x64 or 32x32 frames)."""
+    return [data.BACKGROUNDS[k] for k in classifier(_as_64(images).permute(0, 3, 1, 2)).argmax(1).tolist()]
+
+
 def check_images(classifier: BackgroundClassifier, prompts: list, images: torch.Tensor) -> list[bool]:
     """Per prompt, whether its image (``[B, H, W, 3]``, 64x64 or 32x32 frames) shows what it names."""
-    images = _as_64(images)
-    kinds = classifier(images.permute(0, 3, 1, 2)).argmax(1).tolist()
-    return [prompt_satisfied(p, data.BACKGROUNDS[k], img.numpy()) for p, k, img in zip(prompts, kinds, images)]
+    kinds = background_kinds(classifier, images)
+    return [prompt_satisfied(p, k, img) for p, k, img in zip(prompts, kinds, _as_64(images).numpy())]
 
 
 MIN_COLOUR_AREA = 0.5 * math.pi * data.OBJECT_SIZES[0] ** 2  # pixels: half the smallest named circle
 
 
-@torch.no_grad()
 def check_components(classifier: BackgroundClassifier, prompts: list, images: torch.Tensor) -> dict[str, float]:
     """Which part of the prompts the images miss: the share of each part that is present.
 
@@ -184,12 +187,11 @@ def check_components(classifier: BackgroundClassifier, prompts: list, images: to
     :data:`MIN_COLOUR_AREA` pixels of a named colour (objects naming one); ``object_any_shape``:
     an object of the named colour in some shape; ``object``: colour and shape as named.
     """
-    images = _as_64(images)
-    kinds = classifier(images.permute(0, 3, 1, 2)).argmax(1).tolist()
+    kinds = background_kinds(classifier, images)
     parts: dict[str, list[bool]] = {"background": [], "colour": [], "object_any_shape": [], "object": []}
-    for prompt, kind, image in zip(prompts, kinds, images.numpy()):
+    for prompt, kind, image in zip(prompts, kinds, _as_64(images).numpy()):
         if prompt.background != data.ANY:
-            parts["background"].append(data.BACKGROUNDS[kind] == prompt.background)
+            parts["background"].append(kind == prompt.background)
         for colour, shape in prompt.objects:
             if colour != data.ANY:
                 parts["colour"].append(int(colour_mask(image, colour).sum()) >= MIN_COLOUR_AREA)

@@ -83,8 +83,8 @@ def main() -> None:
     else:
         truth = torch.from_numpy(np.stack([data.render(p, rng) for p in prompts])).float()
     ceiling = pc.check_images(classifier, prompts, truth)
-    kinds = classifier(pc._as_64(images).permute(0, 3, 1, 2)).argmax(1).tolist()
-    background_ok = [p.background == data.ANY or data.BACKGROUNDS[k] == p.background for p, k in zip(prompts, kinds)]
+    kinds = pc.background_kinds(classifier, images)
+    background_ok = [p.background == data.ANY or k == p.background for p, k in zip(prompts, kinds)]
     result = {"family": args.family, "weights": str(args.weights or "demo/weights"), "cfg": cfg, "steps": args.steps,
               "prompts": len(prompts), "pass_rate": float(np.mean(passed)),
               "background_rate": float(np.mean(background_ok)), "true_render_pass_rate": float(np.mean(ceiling)),
