@@ -6,14 +6,15 @@ Images are 64x64 RGB: a background and a few shapes. The *prompt* names only
 - 1 to 3 objects, each a colour (8 named colours) or ``any``, and a shape (``circle``,
   ``square``, ``triangle``, ``diamond``, ``bar``) or ``any``.
 
-Everything else is left open and drawn at random: the background's (muted) colours,
-stripe orientation and period, the objects' positions and sizes, a bar's orientation,
-small colour jitter. So the *layout* has to be decided by the sampler early, at high
-noise, as in real text-to-image models, while what the prompt names (vivid objects,
-upright and apart, on a muted background) is unambiguous to see and to check. (The first
-data set also drew unnamed extra shapes, rotations, occlusion and backgrounds in any
-colour; models trained on it for an hour drew colour fields, and a check could not tell
-a square from a rotated diamond.)
+Everything else is left open and drawn at random: the background's two near-grey colours
+(a dark and a light one, in either order), the objects' positions and sizes, a bar's
+orientation, small colour jitter. So the *layout* has to be decided by the sampler early,
+at high noise, as in real text-to-image models, while what the prompt names (vivid
+objects, upright and apart, on a background pattern of fixed geometry) is unambiguous to
+see and to check. This is data set v3. v1 also drew unnamed extra shapes, rotations,
+occlusion and backgrounds in any colour; v2 drew named objects only but open background
+geometry (stripe angle and phase, checker offset, ring centre) at low contrast. Models
+trained on either for an hour drew colour fields and camouflage, not the named patterns.
 
 Conditioning: a prompt is a fixed-length list of ``TOKENS`` tokens ``(slot, value)``;
 its embedding is, per token, the sum of a fixed random value embedding and a fixed
@@ -126,36 +127,40 @@ _X, _Y = _grid()
 
 
 BACKGROUND_RANGE = (0.25, 0.75)  # muted, near-grey background colours: far (RGB distance) from every named colour
-BACKGROUND_CONTRAST = (0.15, 0.3)  # brightness step between a pattern's two colours, so the kind shows
+BACKGROUND_CONTRAST = (0.3, 0.45)  # brightness step between a pattern's two colours, so the kind shows at high noise
+BACKGROUND_PERIOD = 16.0  # pixels: stripes, checker cells and rings (4 tokens of 4x4 pixels)
+
+
+def background_weights(kind: str) -> np.ndarray:
+    """Where a background kind shows its second colour, ``[64, 64]`` in [0, 1]: a fixed geometry per kind.
+
+    The geometry is the kind's alone (horizontal stripes, a checker of 16-pixel cells, rings
+    around the centre), so the prompt decides it; only the two colours and which colour
+    goes where are open. (Data set v2 also drew the stripes' angle and phase, the checker's
+    offset and the rings' centre: models trained for an hour drew camouflage of the two
+    colours instead of any pattern, never committing to one phase.)
+    """
+    if kind == "solid":
+        return np.zeros((IMAGE, IMAGE))
+    if kind in ("hgrad", "vgrad"):
+        return (_X if kind == "hgrad" else _Y) / IMAGE
+    if kind == "stripes":
+        return (np.floor(_Y / (BACKGROUND_PERIOD / 2)) % 2).astype(np.float64)
+    if kind == "checker":
+        return ((np.floor(_X / BACKGROUND_PERIOD) + np.floor(_Y / BACKGROUND_PERIOD)) % 2).astype(np.float64)
+    if kind == "rings":
+        r = np.hypot(_X - IMAGE / 2, _Y - IMAGE / 2)
+        return 0.5 - 0.5 * np.cos(2 * math.pi * r / BACKGROUND_PERIOD)
+    raise ValueError(kind)
 
 
 def _background(rng: np.random.Generator, kind: str) -> np.ndarray:
+    """A dark and a light near-grey colour (a slight tint each), in random order, over the kind's geometry."""
     lo, hi = BACKGROUND_RANGE
-    c1 = np.clip(rng.uniform(0.35, 0.65) + rng.uniform(-0.1, 0.1, 3), lo, hi)
-    step = (1.0 if rng.random() < 0.5 else -1.0) * rng.uniform(*BACKGROUND_CONTRAST)
-    c2 = np.clip(c1 + step + rng.uniform(-0.05, 0.05, 3), lo, hi)
-    if kind == "solid":
-        w = np.zeros((IMAGE, IMAGE))
-    elif kind in ("hgrad", "vgrad"):
-        w = (_X if kind == "hgrad" else _Y) / IMAGE
-        if rng.random() < 0.5:
-            w = 1 - w
-    elif kind == "stripes":
-        angle = rng.uniform(0, math.pi)
-        period = rng.uniform(16, 32)
-        u = _X * math.cos(angle) + _Y * math.sin(angle)
-        w = (np.sin(2 * math.pi * u / period + rng.uniform(0, 2 * math.pi)) > 0).astype(np.float64)
-    elif kind == "checker":
-        period = rng.uniform(16, 32)
-        ox, oy = rng.uniform(0, period, 2)
-        w = ((np.floor((_X + ox) / period) + np.floor((_Y + oy) / period)) % 2).astype(np.float64)
-    elif kind == "rings":
-        cx, cy = rng.uniform(0, IMAGE, 2)
-        period = rng.uniform(14, 28)
-        r = np.hypot(_X - cx, _Y - cy)
-        w = 0.5 + 0.5 * np.cos(2 * math.pi * r / period)
-    else:
-        raise ValueError(kind)
+    dark = np.clip(rng.uniform(lo, hi - BACKGROUND_CONTRAST[1]) + rng.uniform(-0.05, 0.05, 3), lo, hi)
+    light = np.clip(dark + rng.uniform(*BACKGROUND_CONTRAST) + rng.uniform(-0.05, 0.05, 3), lo, hi)
+    c1, c2 = (dark, light) if rng.random() < 0.5 else (light, dark)
+    w = background_weights(kind)
     return c1[None, None] * (1 - w[..., None]) + c2[None, None] * w[..., None]
 
 

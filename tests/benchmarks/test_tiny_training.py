@@ -29,6 +29,23 @@ def test_prompts_leave_layout_open():
     assert float(abs(x - y).mean()) > 0.05
 
 
+def test_the_background_kind_decides_the_pattern_and_leaves_only_its_colours_open():
+    """Data set v3: two renders of one kind share its geometry (where the two colours change), not its colours."""
+    import numpy as np
+    for kind in data.BACKGROUNDS[1:]:
+        a = data._background(np.random.default_rng(0), kind)
+        b = data._background(np.random.default_rng(1), kind)
+        assert float(abs(a - b).mean()) > 0.02  # other colours
+        w = data.background_weights(kind)
+        for image in (a, b):  # each pixel is the mix, by the kind's fixed weights, of two colours
+            lo, hi = np.unravel_index(w.argmin(), w.shape), np.unravel_index(w.argmax(), w.shape)
+            step = (image[hi] - image[lo]) / (w[hi] - w[lo])
+            c1, c2 = image[lo] - step * w[lo], image[lo] + step * (1 - w[lo])
+            assert np.allclose(image, c1 * (1 - w[..., None]) + c2 * w[..., None], atol=1e-9)
+            assert np.linalg.norm(c1 - c2) > 0.3  # the pattern shows (v2's steps were 0.15-0.3)
+    assert data.background_weights("solid").max() == 0
+
+
 def test_prompt_embedding_is_fixed_and_distinguishes_prompts():
     enc1, enc2 = data.PromptEncoder(), data.PromptEncoder()
     p = data.Prompt("stripes", (("blue", "any"), ("any", "triangle")))
