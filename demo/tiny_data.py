@@ -7,14 +7,15 @@ Images are 64x64 RGB: a background and a few shapes. The *prompt* names only
   ``square``, ``triangle``, ``diamond``, ``bar``) or ``any``.
 
 Everything else is left open and drawn at random: the background's two near-grey colours
-(a dark and a light one, in either order), the objects' positions and sizes, a bar's
-orientation, small colour jitter. So the *layout* has to be decided by the sampler early,
+(a dark and a light one), which quarter of the image each object sits in (and a small
+jitter), the objects' sizes, a bar's orientation, small colour jitter. So the *layout* has to be decided by the sampler early,
 at high noise, as in real text-to-image models, while what the prompt names (vivid
 objects, upright and apart, on a background pattern of fixed geometry) is unambiguous to
 see and to check. This is data set v3. v1 also drew unnamed extra shapes, rotations,
-occlusion and backgrounds in any colour; v2 drew named objects only but open background
-geometry (stripe angle and phase, checker offset, ring centre) at low contrast. Models
-trained on either for an hour drew colour fields and camouflage, not the named patterns.
+occlusion and backgrounds in any colour; v2 drew named objects only but anywhere, on open
+background geometry (stripe angle and phase, checker offset, ring centre) at low contrast.
+Models trained on either for an hour drew colour blobs and camouflage, not the named
+shapes and patterns.
 
 Conditioning: a prompt is a fixed-length list of ``TOKENS`` tokens ``(slot, value)``;
 its embedding is, per token, the sum of a fixed random value embedding and a fixed
@@ -135,8 +136,8 @@ def background_weights(kind: str) -> np.ndarray:
     """Where a background kind shows its second colour, ``[64, 64]`` in [0, 1]: a fixed geometry per kind.
 
     The geometry is the kind's alone (horizontal stripes, a checker of 16-pixel cells, rings
-    around the centre), so the prompt decides it; only the two colours and which colour
-    goes where are open. (Data set v2 also drew the stripes' angle and phase, the checker's
+    around the centre, gradients from the top or left), so the prompt decides it; only the
+    two colours are open. (Data set v2 also drew the stripes' angle and phase, the checker's
     offset and the rings' centre: models trained for an hour drew camouflage of the two
     colours instead of any pattern, never committing to one phase.)
     """
@@ -155,13 +156,16 @@ def background_weights(kind: str) -> np.ndarray:
 
 
 def _background(rng: np.random.Generator, kind: str) -> np.ndarray:
-    """A dark and a light near-grey colour (a slight tint each), in random order, over the kind's geometry."""
+    """A dark and a light near-grey colour (a slight tint each) over the kind's geometry, dark where it is 0.
+
+    Dark and light never swap: with a swap the average image of a kind is flat grey, so at
+    high noise nothing says where the pattern's phase is, and models drew camouflage.
+    """
     lo, hi = BACKGROUND_RANGE
     dark = np.clip(rng.uniform(lo, hi - BACKGROUND_CONTRAST[1]) + rng.uniform(-0.05, 0.05, 3), lo, hi)
     light = np.clip(dark + rng.uniform(*BACKGROUND_CONTRAST) + rng.uniform(-0.05, 0.05, 3), lo, hi)
-    c1, c2 = (dark, light) if rng.random() < 0.5 else (light, dark)
     w = background_weights(kind)
-    return c1[None, None] * (1 - w[..., None]) + c2[None, None] * w[..., None]
+    return dark[None, None] * (1 - w[..., None]) + light[None, None] * w[..., None]
 
 
 def _shape_mask(shape: str, cx: float, cy: float, size: float, angle: float, grid=None) -> np.ndarray:
@@ -197,8 +201,11 @@ class Layout:
     velocities: np.ndarray | None = None  # [items, 2] pixels per frame (clips only)
 
 
-OBJECT_SIZES = (9.0, 13.0)  # named objects' size (circle radius; the other shapes scale with it)
-PLACEMENT_TRIES = 40
+OBJECT_SIZES = (8.0, 11.0)  # named objects' size (circle radius; the other shapes scale with it)
+# Objects sit in distinct quarters of the image (cells of 32 pixels), their centres within
+# CELL_JITTER pixels of the cell's centre: which cells is the layout the sampler decides.
+CELLS = tuple((cx, cy) for cy in (IMAGE / 4, 3 * IMAGE / 4) for cx in (IMAGE / 4, 3 * IMAGE / 4))
+CELL_JITTER = 2.0
 # Upright shapes (bars lie or stand): a square and a diamond, a bar and a square stay different
 # shapes at any size, so a check can tell every shape apart.
 SHAPE_ANGLES = {"circle": (0.0,), "square": (0.0,), "triangle": (0.0,), "diamond": (0.0,), "bar": (0.0, math.pi / 2)}
@@ -207,28 +214,25 @@ SHAPE_ANGLES = {"circle": (0.0,), "square": (0.0,), "triangle": (0.0,), "diamond
 def layout(prompt: Prompt, rng: np.random.Generator) -> Layout:
     """Draw the open attributes of ``prompt`` (the order of draws is part of the data set: keep it).
 
-    Named objects only, in vivid colours on a muted background, upright, and placed apart
-    (up to :data:`PLACEMENT_TRIES` draws each; the last draw stands if none is free), so
-    what the prompt names decides what is seen while the layout stays open.
+    Named objects only, in vivid colours on a near-grey background, upright, each in its
+    own quarter of the image (:data:`CELLS`, chosen at random), so what the prompt names
+    decides what is seen while the layout stays open. (v1 and v2 placed objects anywhere;
+    models trained for an hour never committed to a place and drew blobs that grew into
+    each other.)
     """
     kind = prompt.background if prompt.background != ANY else BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
     background = _background(rng, kind)
-    taken = np.zeros((IMAGE, IMAGE), bool)
+    cells = rng.permutation(len(CELLS))
     items = []
-    for colour, shape in prompt.objects:
+    for k, (colour, shape) in enumerate(prompt.objects):
         c = np.array(COLOURS[colour] if colour != ANY else COLOURS[COLOUR_NAMES[rng.integers(len(COLOUR_NAMES))]])
         c = np.clip(c + rng.normal(0, 0.04, 3), 0, 1)
         s = shape if shape != ANY else SHAPES[rng.integers(len(SHAPES))]
         size = rng.uniform(*OBJECT_SIZES)
         angles = SHAPE_ANGLES[s]
         angle = angles[rng.integers(len(angles))]
-        for _ in range(PLACEMENT_TRIES):
-            cx, cy = rng.uniform(size * 1.2, IMAGE - size * 1.2, 2)
-            mask = _shape_mask(s, cx, cy, size + 2.0, angle)  # a 2-pixel margin to the others
-            if not (mask & taken).any():
-                break
-        taken |= _shape_mask(s, cx, cy, size, angle)
-        items.append((c, s, size, cx, cy, angle))
+        cx, cy = np.asarray(CELLS[cells[k]]) + rng.uniform(-CELL_JITTER, CELL_JITTER, 2)
+        items.append((c, s, size, float(cx), float(cy), angle))
     return Layout(background, items)
 
 
