@@ -141,9 +141,11 @@ def tiny_target(family: str, cal_prompts: int, eval_prompts: int, *, random_weig
         latent = {"samples": torch.zeros(shape)}
     cal, evaluation = tiny_prompts(common, cal_prompts, eval_prompts)
 
+    layout = common.token_layout(None if random_weights else meta)
+
     def conds(prompts):
-        negative = common.conditioning(fam, [None])  # the empty prompt, as in training's dropout
-        return [(common.conditioning(fam, [p]), negative) for p in prompts]
+        negative = common.conditioning(fam, [None], layout)  # the empty prompt, as in training's dropout
+        return [(common.conditioning(fam, [p], layout), negative) for p in prompts]
 
     info["latent"] = list(latent["samples"].shape)
     return BenchTarget(

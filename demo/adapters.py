@@ -81,11 +81,12 @@ DEFAULT_TINY_FLUX_PROMPT = tiny_data.PROMPT_EXAMPLE
 NEGATIVE_WHEN_EMPTY = ""  # the empty prompt: what training showed for dropped conditioning
 
 
-def tiny_flux_conditioning(text: str) -> list:
+def tiny_flux_conditioning(text: str, layout: str = "object") -> list:
     """CONDITIONING of a prompt text (:func:`.tiny_data.parse_prompt`, then the fixed encoder): ``[[[1, 8, 32], {}]]``.
 
     Empty text is the empty prompt (every token padding), cfg's natural negative for this model.
+    ``layout`` is the loaded weights' prompt token layout (:func:`.tiny.token_layout`).
     """
-    encoder = tiny_data.PromptEncoder()
+    encoder = tiny_data.PromptEncoder(layout=layout)
     context = encoder.null() if not text.strip() else encoder(tiny_data.parse_prompt(text))
     return [[context[None], {}]]

@@ -92,9 +92,17 @@ def get_family(name: str) -> Family:
     return FAMILIES[name]
 
 
-def conditioning(fam: Family, prompts) -> list:
-    """ComfyUI CONDITIONING for a batch of prompts (``None``: the empty prompt, cfg's negative)."""
-    context = data.PromptEncoder().batch(list(prompts))
+def token_layout(meta: dict | None) -> str:
+    """The prompt token layout a model was trained with (its weights' ``prompt_tokens``; before v3: ``slot``)."""
+    return (meta or {}).get("prompt_tokens", "slot")
+
+
+def conditioning(fam: Family, prompts, layout: str = "object") -> list:
+    """ComfyUI CONDITIONING for a batch of prompts (``None``: the empty prompt, cfg's negative).
+
+    ``layout`` is the model's prompt token layout (:func:`token_layout` of its metadata).
+    """
+    context = data.PromptEncoder(layout=layout).batch(list(prompts))
     options = {}
     if fam.name == "hunyuan_video":  # required by its BaseModel, unused with vec_in_dim=None
         options["pooled_output"] = torch.zeros(context.shape[0], data.CONTEXT_DIM)
@@ -176,7 +184,7 @@ class TinyModel:
     def encode(self, prompts: list[str]) -> list:
         """CONDITIONING of prompt texts (``"<bg> background; <colour> <shape>, ..."``; ``""`` is the empty prompt)."""
         parsed = [None if not text.strip() else data.parse_prompt(text) for text in prompts]
-        return conditioning(self.family, parsed)
+        return conditioning(self.family, parsed, token_layout(self.meta))
 
     def decode(self, latent) -> torch.Tensor:
         """IMAGE ``[B, H, W, 3]`` in [0, 1] of a LATENT (or its samples); video frames one after another."""

@@ -17,9 +17,10 @@ background geometry (stripe angle and phase, checker offset, ring centre) at low
 Models trained on either for an hour drew colour blobs and camouflage, not the named
 shapes and patterns.
 
-Conditioning: a prompt is a fixed-length list of ``TOKENS`` tokens ``(slot, value)``;
-its embedding is, per token, the sum of a fixed random value embedding and a fixed
-random slot embedding (seeded, no learning), ``[TOKENS, CONTEXT_DIM]``.
+Conditioning: a prompt is a fixed-length list of ``TOKENS`` tokens ``(slot, values)``:
+the background kind, the object count and one token per object (its colour and shape);
+its embedding is, per token, the sum of fixed random value embeddings and a fixed random
+slot embedding (seeded, no learning), ``[TOKENS, CONTEXT_DIM]`` (:class:`PromptEncoder`).
 
 Latent space (:class:`PatchCodec`): a fixed, seeded *linear* decoder maps a 16-channel
 latent pixel to a 2x2x3 RGB patch, so a 32x32x16 latent (256 FLUX image tokens with
@@ -42,6 +43,7 @@ PATCH = 2
 LATENT = IMAGE // PATCH  # 32: latent 32x32x16, 16x16 = 256 FLUX image tokens (patch_size 2)
 CHANNELS = 16
 TOKENS = 8
+MAX_OBJECTS = 3  # the slot layout's 2 + 2 * 3 = TOKENS: a fourth object has no token slots
 CLIP_FRAMES = 4  # video clips: 4 frames of 32x32 (HunyuanVideo)
 CONTEXT_DIM = 32
 
@@ -72,11 +74,13 @@ class Prompt:
         objs = ", ".join(f"{c} {s}" for c, s in self.objects)
         return f"{self.background} background; {objs}"
 
-    def tokens(self) -> list[tuple[str, str]]:
-        toks = [("bg", self.background), ("count", str(len(self.objects)))]
+    def tokens(self, layout: str = "object") -> list[tuple[str, tuple[str, ...]]]:
+        """``(slot, values)`` per token. ``object`` (data set v3's models): one token per object carrying its
+        colour and shape; ``slot`` (earlier models): a colour token and a shape token per object."""
+        toks = [("bg", (self.background,)), ("count", (str(len(self.objects)),))]
         for k, (c, s) in enumerate(self.objects):
-            toks += [(f"colour{k}", c), (f"shape{k}", s)]
-        toks += [("pad", PAD)] * (TOKENS - len(toks))
+            toks += [(f"object{k}", (c, s))] if layout == "object" else [(f"colour{k}", (c,)), (f"shape{k}", (s,))]
+        toks += [("pad", (PAD,))] * (TOKENS - len(toks))
         return toks
 
 
@@ -91,10 +95,23 @@ def random_prompt(rng: np.random.Generator, p_any: float = 0.25) -> Prompt:
     return Prompt(bg, tuple(objs))
 
 
-class PromptEncoder:
-    """Prompt -> ``[TOKENS, CONTEXT_DIM]``: fixed random value + slot embeddings (seeded, learning-free)."""
+TOKEN_LAYOUTS = ("object", "slot")
 
-    def __init__(self, seed: int = 1234, dim: int = CONTEXT_DIM):
+
+class PromptEncoder:
+    """Prompt -> ``[TOKENS, CONTEXT_DIM]``: per token, fixed random value embeddings summed, plus a slot embedding.
+
+    ``layout="object"`` (data set v3's models) gives each object one token, the sum of its
+    colour's and its shape's embeddings: a model reads which shape goes with which colour
+    from one token. ``layout="slot"`` (the models trained before) gives colour and shape a
+    token each, bound only by their slot embeddings; models trained on it drew the named
+    colours in the wrong or no shape. Seeded and learning-free; the slot layout's
+    embeddings are unchanged from before.
+    """
+
+    def __init__(self, seed: int = 1234, dim: int = CONTEXT_DIM, layout: str = "object"):
+        if layout not in TOKEN_LAYOUTS:
+            raise ValueError(f"token layout must be one of {', '.join(TOKEN_LAYOUTS)}; got {layout!r}")
         gen = torch.Generator().manual_seed(seed)
         values = [ANY, PAD, *BACKGROUNDS, *COLOUR_NAMES, *SHAPES, "1", "2", "3"]
         table = torch.randn(len(values), dim, generator=gen)
@@ -102,10 +119,13 @@ class PromptEncoder:
         slots = ["bg", "count", "pad"] + [f"{kind}{k}" for k in range(3) for kind in ("colour", "shape")]
         stable = torch.randn(len(slots), dim, generator=gen) * 0.5
         self.slots = {s: stable[i] for i, s in enumerate(slots)}
-        self.dim = dim
+        objects = torch.randn(MAX_OBJECTS, dim, generator=torch.Generator().manual_seed(seed + 1)) * 0.5
+        self.slots.update({f"object{k}": objects[k] for k in range(MAX_OBJECTS)})
+        self.dim, self.layout = dim, layout
 
     def __call__(self, prompt: Prompt) -> torch.Tensor:
-        return torch.stack([self.values[v] + self.slots[s] for s, v in prompt.tokens()])
+        return torch.stack([sum((self.values[v] for v in values), self.slots[s])
+                            for s, values in prompt.tokens(self.layout)])
 
     def null(self) -> torch.Tensor:
         """The empty prompt (every token padding): what training shows for dropped conditioning, so cfg works."""
@@ -359,7 +379,6 @@ class PatchCodec:
 
 PROMPT_FORM = "<background> background; <colour> <shape>[, <colour> <shape>[, <colour> <shape>]]"
 PROMPT_EXAMPLE = "stripes background; red circle, any square"
-MAX_OBJECTS = 3  # 2 + 2 * 3 = TOKENS: a fourth object has no token slots
 
 
 class PromptSyntaxError(ValueError):

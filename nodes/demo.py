@@ -27,6 +27,7 @@ from ..demo.adapters import (  # noqa: F401  (TinyFluxWeightsError, load_tiny_fl
     tiny_flux_conditioning,
     tiny_flux_stamp,
 )
+from ..demo.tiny import token_layout
 from ..demo.tiny_models import FAMILIES, TINY_SPECS, LatentRGBDecoder, build_tiny_model, tiny_latent
 
 DEMO_CATEGORY = "OTCache/demo"
@@ -130,8 +131,8 @@ class OTCacheTinyFlux(io.ComfyNode):
 
     @classmethod
     def execute(cls, prompt, negative="", batch_size=1) -> io.NodeOutput:
-        positive = tiny_flux_conditioning(prompt)
-        negative_cond = tiny_flux_conditioning(negative)
-        model, _ = load_tiny_flux()
+        model, meta = load_tiny_flux()
+        layout = token_layout(meta)
+        positive, negative_cond = tiny_flux_conditioning(prompt, layout), tiny_flux_conditioning(negative, layout)
         latent = tiny_latent("flux", batch=batch_size, height=tiny_data.LATENT, width=tiny_data.LATENT)
         return io.NodeOutput(model, positive, negative_cond, latent, TinyFluxDecoder(model.model.latent_format))

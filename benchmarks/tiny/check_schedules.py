@@ -20,7 +20,17 @@ Cost: global calibration is about N^2 W / 2 model evaluations per prompt and see
 """
 from __future__ import annotations
 
-from benchmarks.tiny.common import FAMILIES, HERE, codec_for, conditioning, data, empty_latent, get_family, load_trained
+from benchmarks.tiny.common import (
+    FAMILIES,
+    HERE,
+    codec_for,
+    conditioning,
+    data,
+    empty_latent,
+    get_family,
+    load_trained,
+    token_layout,
+)
 
 import argparse
 import json
@@ -46,10 +56,10 @@ from comfyui_otcache.otcache_core.warp import (
 MODES = ("block", "residual", "output")
 
 
-def setup_for(model, fam, prompt, steps: int, cfg: float = 1.0) -> SamplingSetup:
+def setup_for(model, fam, prompt, steps: int, cfg: float = 1.0, layout: str = "object") -> SamplingSetup:
     """euler / simple at the model's own cfg, negative = the empty prompt (training's conditioning dropout)."""
-    return SamplingSetup(model, conditioning(fam, [prompt]), conditioning(fam, [None]), empty_latent(fam), "euler",
-                         "simple", steps, cfg)
+    return SamplingSetup(model, conditioning(fam, [prompt], layout), conditioning(fam, [None], layout),
+                         empty_latent(fam), "euler", "simple", steps, cfg)
 
 
 def main() -> None:
@@ -74,6 +84,7 @@ def main() -> None:
     budget = published.budget
     uniform = Schedule.uniform(n, budget)
     cfg = float(meta.get("cfg", 1.0))
+    layout = token_layout(meta)
     cal_prompts, eval_prompts = split_prompts("calibration", args.prompts), data.held_out_prompts(args.eval)
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -83,7 +94,7 @@ def main() -> None:
     else:
         matrices = []
         for k, p in enumerate(cal_prompts):
-            setup = setup_for(model, fam, p, n, cfg)
+            setup = setup_for(model, fam, p, n, cfg, layout)
             matrix = CostMatrix.new(n, args.max_skip, args.seeds, "global")
             stats = calibrate(setup, 1000 + k * 100, matrix, args.reuse)
             matrices.append(matrix.costs())
@@ -108,7 +119,7 @@ def main() -> None:
     fulls = {}
     for mode in MODES:
         for k, p in enumerate(eval_prompts):
-            setup = setup_for(model, fam, p, n, cfg)
+            setup = setup_for(model, fam, p, n, cfg, layout)
             seed = 5000 + k
             if k not in fulls:
                 fulls[k] = codec.decode(setup.sample(seed).final)

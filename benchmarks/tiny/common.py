@@ -15,7 +15,16 @@ import comfy.model_management  # noqa: E402
 import torch  # noqa: E402
 
 from comfyui_otcache.demo import tiny_data as data  # noqa: E402
-from comfyui_otcache.demo.tiny import FAMILIES, Family, codec_for, conditioning, empty_latent, get_family, load_weights  # noqa: E402,F401
+from comfyui_otcache.demo.tiny import (  # noqa: E402,F401
+    FAMILIES,
+    Family,
+    codec_for,
+    conditioning,
+    empty_latent,
+    get_family,
+    load_weights,
+    token_layout,
+)
 from comfyui_otcache.demo.tiny import WEIGHTS as SHIPPED_WEIGHTS  # noqa: E402,F401
 from comfyui_otcache.demo.tiny_models import build_tiny_model  # noqa: E402,F401  (the scripts build through common)
 

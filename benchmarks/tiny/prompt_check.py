@@ -13,7 +13,16 @@ own ceiling); and a grid with a green or red frame per sample.
 """
 from __future__ import annotations
 
-from benchmarks.tiny.common import HERE, codec_for, conditioning, data, empty_latent, get_family, load_trained
+from benchmarks.tiny.common import (
+    HERE,
+    codec_for,
+    conditioning,
+    data,
+    empty_latent,
+    get_family,
+    load_trained,
+    token_layout,
+)
 
 import argparse
 import json
@@ -29,14 +38,15 @@ from comfyui_otcache.demo import prompt_check as pc
 from comfyui_otcache.demo.tiny import split_prompts
 
 
-def sample_images(model, fam, prompts, cfg: float, steps: int, first_seed: int = 7000) -> torch.Tensor:
+def sample_images(model, fam, prompts, cfg: float, steps: int, first_seed: int = 7000,
+                  layout: str = "object") -> torch.Tensor:
     codec = codec_for(model)
-    negative = conditioning(fam, [None])
+    negative = conditioning(fam, [None], layout)
     images = []
     for k, prompt in enumerate(prompts):
         latent = empty_latent(fam)["samples"]
         noise = comfy.sample.prepare_noise(latent, first_seed + k)
-        out = comfy.sample.sample(model, noise, steps, cfg, "euler", "simple", conditioning(fam, [prompt]), negative,
+        out = comfy.sample.sample(model, noise, steps, cfg, "euler", "simple", conditioning(fam, [prompt], layout), negative,
                                   latent, seed=first_seed + k, disable_pbar=True)
         images.append(codec.decode(out)[0])  # video: its first frame
     return torch.stack(images)
@@ -75,7 +85,7 @@ def main() -> None:
     cfg = args.cfg if args.cfg is not None else float(meta.get("cfg", 1.0))
     prompts = split_prompts("heldout", args.prompts)
     classifier = pc.load_background_classifier()
-    images = sample_images(model, fam, prompts, cfg, args.steps)
+    images = sample_images(model, fam, prompts, cfg, args.steps, layout=token_layout(meta))
     passed = pc.check_images(classifier, prompts, images)
     rng = np.random.default_rng([5, 99])
     if fam.frames and fam.frames > 1:

@@ -55,6 +55,34 @@ def test_prompt_embedding_is_fixed_and_distinguishes_prompts():
     assert not torch.equal(enc1(p), enc1(q))
 
 
+def test_object_tokens_bind_colour_to_shape_and_the_slot_layout_stays_as_it_was():
+    """v3 models read one token per object (colour + shape); earlier models keep their separate tokens."""
+    obj, slot = data.PromptEncoder(), data.PromptEncoder(layout="slot")
+    p = data.Prompt("stripes", (("red", "circle"), ("blue", "square")))
+    swapped = data.Prompt("stripes", (("red", "square"), ("blue", "circle")))  # the same words, bound otherwise
+    e = obj(p)
+    assert torch.allclose(e[2], obj.values["red"] + obj.values["circle"] + obj.slots["object0"])
+    assert torch.equal(e[4:], obj.null()[4:])  # 2 objects: bg, count, 2 object tokens, then padding
+    assert not torch.equal(obj(swapped), e)
+    s = slot(p)  # colour0, shape0, colour1, shape1 as before v3
+    assert torch.equal(s[2], slot.values["red"] + slot.slots["colour0"])
+    assert torch.equal(s[5], slot.values["square"] + slot.slots["shape1"])
+    assert torch.equal(obj.values["red"], slot.values["red"]) and torch.equal(obj.null(), slot.null())
+    with pytest.raises(ValueError, match="token layout"):
+        data.PromptEncoder(layout="words")
+
+
+def test_a_model_is_conditioned_with_the_token_layout_it_was_trained_with():
+    from comfyui_otcache.demo.tiny import token_layout
+
+    assert token_layout({"prompt_tokens": "object"}) == "object"
+    assert token_layout({}) == "slot" and token_layout(None) == "slot"  # weights from before v3
+    fam = common.get_family("flux")
+    p = data.Prompt("solid", (("red", "circle"),))
+    assert torch.equal(common.conditioning(fam, [p], "slot")[0][0], data.PromptEncoder(layout="slot").batch([p]))
+    assert not torch.equal(common.conditioning(fam, [p])[0][0], common.conditioning(fam, [p], "slot")[0][0])
+
+
 def test_codec_round_trip():
     codec = data.PatchCodec()
     m = codec.matrix

@@ -103,7 +103,7 @@ def test_tiny_flux_node_gives_a_trained_flux_that_samples_and_decodes():
     params = sum(p.numel() for p in model.model.diffusion_model.parameters())
     if "params" in meta:
         assert params == int(meta["params"])
-    encoder = tiny_data.PromptEncoder()
+    encoder = tiny_data.PromptEncoder(layout=meta.get("prompt_tokens", "slot"))  # the layout it was trained with
     assert torch.equal(positive[0][0], encoder(parse_prompt("checker background; yellow diamond"))[None])
     assert torch.equal(negative[0][0], encoder.null()[None])  # empty negative: the empty prompt of training
     assert latent["samples"].shape == (2, tiny_data.CHANNELS, tiny_data.LATENT, tiny_data.LATENT)
