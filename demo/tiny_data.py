@@ -7,11 +7,12 @@ Images are 64x64 RGB: a background and a few shapes. The *prompt* names only
   ``square``, ``triangle``, ``diamond``, ``bar``) or ``any``.
 
 Everything else is left open and drawn at random: the background's two near-grey colours
-(a dark and a light one), which quarter of the image each object sits in (and a small
-jitter), the objects' sizes, a bar's orientation, small colour jitter. So the *layout* has to be decided by the sampler early,
-at high noise, as in real text-to-image models, while what the prompt names (vivid
-objects, upright and apart, on a background pattern of fixed geometry) is unambiguous to
-see and to check. This is data set v3. v1 also drew unnamed extra shapes, rotations,
+(a dark and a light one), the objects' sizes and small shifts, a bar's orientation, small
+colour jitter, and whatever the prompt leaves ``any``. Each object has its place (the
+k-th object in the k-th quarter of the image) and each background kind its geometry, so
+what the prompt names (vivid objects, upright and apart, on a background pattern) is
+unambiguous to see and to check; what the sampler must decide early, at high noise, is
+what the prompt leaves open. This is data set v3. v1 also drew unnamed extra shapes, rotations,
 occlusion and backgrounds in any colour; v2 drew named objects only but anywhere, on open
 background geometry (stripe angle and phase, checker offset, ring centre) at low contrast.
 Models trained on either for an hour drew colour blobs and camouflage, not the named
@@ -222,9 +223,11 @@ class Layout:
 
 
 OBJECT_SIZES = (8.0, 11.0)  # named objects' size (circle radius; the other shapes scale with it)
-# Objects sit in distinct quarters of the image (cells of 32 pixels), their centres within
-# CELL_JITTER pixels of the cell's centre: which cells is the layout the sampler decides.
-CELLS = tuple((cx, cy) for cy in (IMAGE / 4, 3 * IMAGE / 4) for cx in (IMAGE / 4, 3 * IMAGE / 4))
+# The prompt's k-th object sits in the k-th of these quarters of the image (cells of 32
+# pixels: top left, bottom right, top right), its centre within CELL_JITTER pixels of the
+# cell's centre. (Objects in randomly chosen cells came out as blobs, often in every cell:
+# the model had to agree across the image on which object went where before drawing any.)
+CELLS = ((IMAGE / 4, IMAGE / 4), (3 * IMAGE / 4, 3 * IMAGE / 4), (3 * IMAGE / 4, IMAGE / 4))
 CELL_JITTER = 2.0
 # Upright shapes (bars lie or stand): a square and a diamond, a bar and a square stay different
 # shapes at any size, so a check can tell every shape apart.
@@ -234,15 +237,15 @@ SHAPE_ANGLES = {"circle": (0.0,), "square": (0.0,), "triangle": (0.0,), "diamond
 def layout(prompt: Prompt, rng: np.random.Generator) -> Layout:
     """Draw the open attributes of ``prompt`` (the order of draws is part of the data set: keep it).
 
-    Named objects only, in vivid colours on a near-grey background, upright, each in its
-    own quarter of the image (:data:`CELLS`, chosen at random), so what the prompt names
-    decides what is seen while the layout stays open. (v1 and v2 placed objects anywhere;
+    Named objects only, in vivid colours on a near-grey background, upright, the k-th in
+    the k-th quarter of the image (:data:`CELLS`), so what the prompt names decides what is
+    seen; open are the sizes, small shifts, colours and shapes the prompt leaves ``any``,
+    the background kind when ``any``, and its colours. (v1 and v2 placed objects anywhere;
     models trained for an hour never committed to a place and drew blobs that grew into
     each other.)
     """
     kind = prompt.background if prompt.background != ANY else BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
     background = _background(rng, kind)
-    cells = rng.permutation(len(CELLS))
     items = []
     for k, (colour, shape) in enumerate(prompt.objects):
         c = np.array(COLOURS[colour] if colour != ANY else COLOURS[COLOUR_NAMES[rng.integers(len(COLOUR_NAMES))]])
@@ -251,7 +254,7 @@ def layout(prompt: Prompt, rng: np.random.Generator) -> Layout:
         size = rng.uniform(*OBJECT_SIZES)
         angles = SHAPE_ANGLES[s]
         angle = angles[rng.integers(len(angles))]
-        cx, cy = np.asarray(CELLS[cells[k]]) + rng.uniform(-CELL_JITTER, CELL_JITTER, 2)
+        cx, cy = np.asarray(CELLS[k]) + rng.uniform(-CELL_JITTER, CELL_JITTER, 2)
         items.append((c, s, size, float(cx), float(cy), angle))
     return Layout(background, items)
 
