@@ -196,3 +196,28 @@ def test_training_sigmas_reach_the_last_steps(name):
     assert torch.equal(common.training_sigmas(model, fam, 12, torch.Generator().manual_seed(0)), expected)
     if name == "hunyuan_video":
         assert float((common.shifted_sigmas(model, torch.rand(4800, generator=gen)) < 0.2).float().mean()) < 0.05
+
+
+def test_a_snapshot_of_a_running_training_loads_as_its_ema_weights(tmp_path):
+    """benchmarks/tiny/snapshot.py: a train.py checkpoint's EMA weights, loadable by load_tiny's loader."""
+    import argparse
+    import copy
+
+    from benchmarks.tiny.snapshot import snapshot
+    from benchmarks.tiny.train import Checkpoint, run_key, training_arch
+    from comfyui_otcache.demo.tiny import load_weights
+
+    args = argparse.Namespace(family="flux", seed=0, steps=100, batch=2, lr=1e-3, ema=0.9, threads=1, arch=None)
+    arch = training_arch(args)
+    model = common.build_tiny_model("flux", 0, **arch)
+    dm = model.model.diffusion_model
+    ema = {k: v + 1.0 for k, v in copy.deepcopy(dm.state_dict()).items()}  # differs from the live weights
+    opt = torch.optim.AdamW(dm.parameters(), lr=1e-3)
+    Checkpoint(tmp_path / "flux_ckpt", run_key(args)).save(50, dm, ema, opt, torch.Generator(), [1.0], 3.0)
+    meta = snapshot(tmp_path / "flux_ckpt", tmp_path / "snap.safetensors")
+    assert meta["steps"] == "50" and meta["planned_steps"] == "100" and meta["prompt_tokens"] == "object"
+    loaded, loaded_meta = load_weights("flux", tmp_path / "snap.safetensors")
+    name = "final_layer.linear.weight"
+    want = ema[name].to(torch.bfloat16).float()
+    assert torch.equal(loaded.model.diffusion_model.state_dict()[name], want)
+    assert loaded_meta["family"] == "flux" and common.token_layout(loaded_meta) == "object"
