@@ -32,6 +32,7 @@ import torch
 from test_example_workflows import FOLDER, _link_source, load, to_api_prompt, widgets  # noqa: F401
 
 from comfyui_otcache.demo import adapters, tiny_data
+from comfyui_otcache.demo.tiny import token_layout
 from comfyui_otcache.demo.tiny_data import Prompt, PromptSyntaxError, parse_prompt
 from comfyui_otcache.nodes.demo import OTCacheTinyFlux, TinyFluxDecoder, TinyFluxWeightsError, load_tiny_flux
 from devtools.server import free_port
@@ -103,7 +104,7 @@ def test_tiny_flux_node_gives_a_trained_flux_that_samples_and_decodes():
     params = sum(p.numel() for p in model.model.diffusion_model.parameters())
     if "params" in meta:
         assert params == int(meta["params"])
-    encoder = tiny_data.PromptEncoder(layout=meta.get("prompt_tokens", "slot"))  # the layout it was trained with
+    encoder = tiny_data.PromptEncoder(layout=token_layout(meta))  # the layout it was trained with
     assert torch.equal(positive[0][0], encoder(parse_prompt("checker background; yellow diamond"))[None])
     assert torch.equal(negative[0][0], encoder.null()[None])  # empty negative: the empty prompt of training
     assert latent["samples"].shape == (2, tiny_data.CHANNELS, tiny_data.LATENT, tiny_data.LATENT)
