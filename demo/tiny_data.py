@@ -97,6 +97,7 @@ def random_prompt(rng: np.random.Generator, p_any: float = 0.25) -> Prompt:
 
 
 TOKEN_LAYOUTS = ("object", "slot")
+TRAINED_LAYOUT = "object"  # what benchmarks/tiny/train.py trains with now (written to the weights' prompt_tokens)
 
 
 class PromptEncoder:

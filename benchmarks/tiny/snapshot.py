@@ -23,6 +23,7 @@ def snapshot(checkpoint: Path, out: Path) -> dict:
     state = json.loads((checkpoint / "state.json").read_text())
     run = json.loads(state["key"])
     from comfyui_otcache.demo.tiny import get_family  # noqa: PLC0415  (after the host import)
+    from comfyui_otcache.demo.tiny_data import TRAINED_LAYOUT  # noqa: PLC0415
 
     fam = get_family(run["family"])
     tensors = load_file(str(checkpoint / "tensors.safetensors"))
@@ -31,7 +32,7 @@ def snapshot(checkpoint: Path, out: Path) -> dict:
         raise SystemExit(f"{checkpoint} holds no EMA weights; is it a train.py checkpoint?")
     meta = {"family": run["family"], "arch": json.dumps(run["arch"]), "seed": str(run["seed"]),
             "steps": str(state["step"]), "planned_steps": str(run["steps"]), "threads": str(run["threads"]),
-            "cfg": str(fam.cfg), "prompt_tokens": "object", "snapshot_of": str(checkpoint)}
+            "cfg": str(fam.cfg), "prompt_tokens": TRAINED_LAYOUT, "snapshot_of": str(checkpoint)}
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file(ema, str(out), metadata=meta)
     return meta

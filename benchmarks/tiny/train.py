@@ -272,7 +272,7 @@ def main() -> None:
             "final_loss": f"{np.mean(losses[-100:]):.5f}",
             "data": "demo/tiny_data.py" + (f" clips of {fam.frames} frames" if (fam.frames or 1) > 1 else ""),
             "decoder": "demo/tiny_data.py PatchCodec (seed 4321, gain 4)",
-            "prompt_tokens": "object", "data_set": "v3",
+            "prompt_tokens": data.TRAINED_LAYOUT, "data_set": "v3",
             "uniform_sigma_share": str(fam.uniform_sigma_share), "cond_dropout": str(fam.cond_dropout),
             "cfg": str(fam.cfg)}
     state = {k: v.detach().to(torch.bfloat16).contiguous() for k, v in dm.state_dict().items()}
