@@ -41,6 +41,9 @@ class Family:
     train_batch: int = 12
     cond_dropout: float = 0.1  # share of training samples shown the empty prompt (for cfg)
     cfg: float = 3.0  # the cfg the models sample with
+    # The model-sampling shift the model samples with (None: its architecture's default),
+    # written to the weights' metadata by train.py (:func:`sampling_shift`).
+    sampling_shift: float | None = None
     shipped: bool = True  # weights in demo/weights (else train.py writes them; load_tiny says how)
 
     def latent_shape(self, batch: int = 1) -> tuple:
@@ -64,10 +67,19 @@ WAN_ARCH = {"model_type": "t2v", "patch_size": [1, 2, 2], "text_len": 8, "in_dim
             "ffn_dim": 256, "freq_dim": 64, "text_dim": data.CONTEXT_DIM, "out_dim": data.CHANNELS,
             "num_heads": 2, "num_layers": 8}
 
+# FLUX and Qwen-Image shift their noise schedule by the image's token count (ComfyUI's
+# ModelSamplingFlux, diffusers' dynamic shifting): mu = 0.5 at 256 tokens, rising to 1.15 at
+# 4096 (1024x1024). The architecture's default, 1.15, is the large-image value; on the tiny
+# models' 256 tokens it spends the first steps at noise levels where nothing is decided yet,
+# so a trained tiny FLUX commits to its image only from the third step on, and the
+# published (front-loaded) schedules lose to uniform. At FLUX's own 256-token value they win
+# (benchmarks/tiny/README.md). Training still draws its noise levels through the default.
+IMAGE_MU_256_TOKENS = 0.5
+
 FAMILIES = {
-    "flux": Family("flux", FLUX_ARCH, None, data.LATENT),
+    "flux": Family("flux", FLUX_ARCH, None, data.LATENT, sampling_shift=IMAGE_MU_256_TOKENS),
     # Qwen-Image latents are 5-D with one frame (Wan 2.1 latent format).
-    "qwen_image": Family("qwen_image", QWEN_ARCH, 1, data.LATENT),
+    "qwen_image": Family("qwen_image", QWEN_ARCH, 1, data.LATENT, sampling_shift=IMAGE_MU_256_TOKENS),
     # 4 frames of 32x32 pixels: 4 x 8 x 8 = 256 tokens, as the image models. Its shift 7
     # puts only 3.4% of shifted samples below sigma 0.2 (FLUX: 7%), so half the batch is
     # drawn uniformly in sigma to teach it the last steps too.
@@ -95,6 +107,21 @@ def get_family(name: str) -> Family:
 def token_layout(meta: dict | None) -> str:
     """The prompt token layout a model was trained with (its weights' ``prompt_tokens``; before v3: ``slot``)."""
     return (meta or {}).get("prompt_tokens", "slot")
+
+
+def sampling_shift(meta: dict | None) -> float | None:
+    """The model-sampling shift a model samples with (its weights' ``sampling_shift``; absent: the default)."""
+    value = (meta or {}).get("sampling_shift")
+    return None if value in (None, "", "None") else float(value)
+
+
+def set_sampling_shift(model, shift: float | None) -> None:
+    """Set ``model``'s noise-schedule shift in place (``None``: leave the architecture's default)."""
+    if shift is None:
+        return
+    sampling = model.model.model_sampling
+    extra = {"multiplier": sampling.multiplier} if hasattr(sampling, "multiplier") else {}
+    sampling.set_parameters(shift=shift, **extra)
 
 
 def conditioning(fam: Family, prompts, layout: str = "object") -> list:
@@ -168,6 +195,7 @@ def load_weights(family: str = "flux", path: Path | str | None = None):
         except RuntimeError as error:
             raise TinyWeightsError(f"the weights in {path} do not fit the {family} built from its arch metadata "
                                    f"{arch}: {error}") from error
+        set_sampling_shift(model, sampling_shift(meta))
         _LOADED[stamp] = (model, meta)
         return model, meta
 

@@ -72,6 +72,8 @@ def main() -> None:
     ap.add_argument("--eval", type=int, default=8, help="held-out prompts for PSNR")
     ap.add_argument("--reuse", default="block", help="reuse mode used for calibration")
     ap.add_argument("--weights", type=Path, help="weights file (default: weights/<family>.safetensors)")
+    ap.add_argument("--sampling-shift", type=float, default=None,
+                    help="sample at this model-sampling shift instead of the weights' own (FLUX: mu)")
     ap.add_argument("--costs", type=Path, help="a cost matrix (.npy) saved by an earlier run: skip calibration")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=HERE / "results")
@@ -79,7 +81,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     n = args.steps
     fam = get_family(args.family)
-    model, meta = load_trained(args.family, args.weights)
+    model, meta = load_trained(args.family, args.weights, args.sampling_shift)
     published = resample(load_preset(PUBLISHED[args.family]), n)
     budget = published.budget
     uniform = Schedule.uniform(n, budget)

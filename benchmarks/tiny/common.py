@@ -23,6 +23,8 @@ from comfyui_otcache.demo.tiny import (  # noqa: E402,F401
     empty_latent,
     get_family,
     load_weights,
+    sampling_shift,
+    set_sampling_shift,
     token_layout,
 )
 from comfyui_otcache.demo.tiny import WEIGHTS as SHIPPED_WEIGHTS  # noqa: E402,F401
@@ -102,6 +104,13 @@ def training_sigmas(model, fam: Family, batch: int, gen: torch.Generator) -> tor
     return sigma.clamp(1e-3, 1.0)
 
 
-def load_trained(family: str = "flux", path: Path | None = None):
-    """A ComfyUI ModelPatcher of the trained tiny model (float32), and its metadata (``demo.tiny.load_weights``)."""
-    return load_weights(family, path)
+def load_trained(family: str = "flux", path: Path | None = None, shift: float | None = None):
+    """A ComfyUI ModelPatcher of the trained tiny model (float32), and its metadata (``demo.tiny.load_weights``).
+
+    ``shift`` overrides the sampling shift the weights record (``sampling_shift`` in the returned metadata).
+    """
+    model, meta = load_weights(family, path)
+    if shift is not None:
+        set_sampling_shift(model, shift)
+        meta = {**meta, "sampling_shift": str(shift)}
+    return model, meta

@@ -73,6 +73,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--family", default="flux")
     ap.add_argument("--weights", type=Path)
+    ap.add_argument("--sampling-shift", type=float, default=None,
+                    help="sample at this model-sampling shift instead of the weights' own (FLUX: mu)")
     ap.add_argument("--prompts", type=int, default=32)
     ap.add_argument("--steps", type=int, default=28)
     ap.add_argument("--threads", type=int, default=2)
@@ -81,7 +83,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     fam = get_family(args.family)
-    model, meta = load_trained(args.family, args.weights)
+    model, meta = load_trained(args.family, args.weights, args.sampling_shift)
     cfg = args.cfg if args.cfg is not None else float(meta.get("cfg", 1.0))
     prompts = split_prompts("heldout", args.prompts)
     classifier = pc.load_background_classifier()
@@ -96,6 +98,7 @@ def main() -> None:
     kinds = pc.background_kinds(classifier, images)
     background_ok = [p.background == data.ANY or k == p.background for p, k in zip(prompts, kinds)]
     result = {"family": args.family, "weights": str(args.weights or "demo/weights"), "cfg": cfg, "steps": args.steps,
+              "sampling_shift": meta.get("sampling_shift"),
               "prompts": len(prompts), "pass_rate": float(np.mean(passed)),
               "background_rate": float(np.mean(background_ok)), "true_render_pass_rate": float(np.mean(ceiling)),
               "components": pc.check_components(classifier, prompts, images),

@@ -31,6 +31,7 @@ from benchmarks.tiny.common import (
     data,
     empty_latent,
     get_family,
+    set_sampling_shift,
     set_training,
     training_latents,
     training_sigmas,
@@ -274,14 +275,15 @@ def main() -> None:
             "decoder": "demo/tiny_data.py PatchCodec (seed 4321, gain 4)",
             "prompt_tokens": data.TRAINED_LAYOUT, "data_set": "v4",
             "uniform_sigma_share": str(fam.uniform_sigma_share), "cond_dropout": str(fam.cond_dropout),
-            "cfg": str(fam.cfg)}
+            "cfg": str(fam.cfg), "sampling_shift": str(fam.sampling_shift)}
     state = {k: v.detach().to(torch.bfloat16).contiguous() for k, v in dm.state_dict().items()}
     args.weights_out.mkdir(parents=True, exist_ok=True)
     save_file(state, str(args.weights_out / f"{args.family}.safetensors"), metadata=meta)
     (args.out / f"{args.family}_train.json").write_text(json.dumps({**meta, "losses": [round(x, 5) for x in losses]}))
     loss_curve_png(losses, args.out / f"{args.family}_loss.png", f"tiny {args.family}")
-    # Sample with the bf16 weights as they are shipped.
+    # Sample with the bf16 weights as they are shipped, at the shift they sample with.
     dm.load_state_dict({k: v.float() for k, v in state.items()})
+    set_sampling_shift(model, fam.sampling_shift)
     sample_grid(model, fam, data.held_out_prompts(args.samples), args.out / f"{args.family}_samples.png")
     if not capped:
         ckpt.remove()

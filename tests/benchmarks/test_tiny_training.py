@@ -216,8 +216,33 @@ def test_a_snapshot_of_a_running_training_loads_as_its_ema_weights(tmp_path):
     Checkpoint(tmp_path / "flux_ckpt", run_key(args)).save(50, dm, ema, opt, torch.Generator(), [1.0], 3.0)
     meta = snapshot(tmp_path / "flux_ckpt", tmp_path / "snap.safetensors")
     assert meta["steps"] == "50" and meta["planned_steps"] == "100" and meta["prompt_tokens"] == "object"
+    assert common.sampling_shift(meta) == common.get_family("flux").sampling_shift
     loaded, loaded_meta = load_weights("flux", tmp_path / "snap.safetensors")
     name = "final_layer.linear.weight"
     want = ema[name].to(torch.bfloat16).float()
     assert torch.equal(loaded.model.diffusion_model.state_dict()[name], want)
     assert loaded_meta["family"] == "flux" and common.token_layout(loaded_meta) == "object"
+
+
+def test_a_model_samples_at_the_shift_its_weights_record(tmp_path):
+    """New tiny FLUX weights sample at FLUX's 256-token shift (mu 0.5); weights without the key keep the default."""
+    from safetensors.torch import save_file
+
+    from comfyui_otcache.demo.tiny import load_weights
+
+    fam = common.get_family("flux")
+    assert fam.sampling_shift == 0.5
+    model = common.build_tiny_model("flux", 0, **fam.arch)
+    state = {k: v.to(torch.bfloat16).contiguous() for k, v in model.model.diffusion_model.state_dict().items()}
+    meta = {"family": "flux", "arch": __import__("json").dumps(fam.arch)}
+    save_file(state, str(tmp_path / "old.safetensors"), metadata=meta)
+    save_file(state, str(tmp_path / "new.safetensors"), metadata={**meta, "sampling_shift": str(fam.sampling_shift)})
+    old, old_meta = load_weights("flux", tmp_path / "old.safetensors")
+    new, new_meta = load_weights("flux", tmp_path / "new.safetensors")
+    assert common.sampling_shift(old_meta) is None and common.sampling_shift(new_meta) == 0.5
+    assert old.model.model_sampling.shift == 1.15 and new.model.model_sampling.shift == 0.5
+    # A lower shift spends fewer steps at high noise: the second of 28 sigmas drops further.
+    import comfy.samplers
+    s_old = comfy.samplers.calculate_sigmas(old.model.model_sampling, "simple", 28)
+    s_new = comfy.samplers.calculate_sigmas(new.model.model_sampling, "simple", 28)
+    assert float(s_old[0]) == pytest.approx(float(s_new[0])) and float(s_new[1]) < float(s_old[1]) - 0.005
