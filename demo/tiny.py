@@ -75,6 +75,9 @@ WAN_ARCH = {"model_type": "t2v", "patch_size": [1, 2, 2], "text_len": 8, "in_dim
 # published (front-loaded) schedules lose to uniform. At FLUX's own 256-token value they win
 # (benchmarks/tiny/README.md). Training still draws its noise levels through the default.
 IMAGE_MU_256_TOKENS = 0.5
+# HunyuanVideo's shift 7 (SD3-style) is for tens of thousands of tokens (720p clips); its 256
+# tokens get the image models' 256-token value, exp(0.5) = 1.65 in SD3 form.
+VIDEO_SHIFT_256_TOKENS = 1.65
 
 FAMILIES = {
     "flux": Family("flux", FLUX_ARCH, None, data.LATENT, sampling_shift=IMAGE_MU_256_TOKENS),
@@ -84,7 +87,7 @@ FAMILIES = {
     # puts only 3.4% of shifted samples below sigma 0.2 (FLUX: 7%), so half the batch is
     # drawn uniformly in sigma to teach it the last steps too.
     "hunyuan_video": Family("hunyuan_video", HUNYUAN_ARCH, data.CLIP_FRAMES, data.LATENT // 2,
-                            uniform_sigma_share=0.5, train_threads=2),
+                            uniform_sigma_share=0.5, train_threads=2, sampling_shift=VIDEO_SHIFT_256_TOKENS),
     # Single images in Wan's 5-D latent (as Qwen-Image). Its shift 8 puts few samples at low
     # noise, so half the batch is uniform in sigma (as HunyuanVideo). Trained for issue 17's
     # reuse-mode comparison; not shipped (the 24 MB weight budget is the three target families').
