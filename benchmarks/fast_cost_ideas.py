@@ -23,7 +23,13 @@ Ideas:
   refinement converges to the exact path (allowed up to 6/10 of the exact cost, to see what
   convergence costs).
 
+- *truncated tails* (measured, not replayed: ``--truncated``): carry each edge's arrival error
+  T = 1..4 full-compute steps down its tail; if ``exact / carried`` varied less within a
+  column than ``exact / arrival``, T evaluations per edge and a per-column growth could
+  replace whole tails.
+
     .venv/bin/python benchmarks/fast_cost_ideas.py --measure flux:28 hunyuan_video:50   # save matrices (1 thread; minutes)
+    .venv/bin/python benchmarks/fast_cost_ideas.py --truncated flux:28                  # truncated tails (1 thread; 2 min)
     .venv/bin/python benchmarks/fast_cost_ideas.py                                       # replay -> results/fast_cost_ideas.md
 """
 from __future__ import annotations
@@ -31,6 +37,7 @@ from __future__ import annotations
 from benchmarks.tiny.common import REPO
 
 import argparse
+import math
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +81,71 @@ def measure(cell: str, out: Path) -> None:
         if name == "fast":
             np.save(out / f"{family}_{steps}_arrival.npy", matrix.extras[arrival_key(0)].numpy())
     (out / f"{family}_{steps}_window.txt").write_text(str(window))
+
+
+TRUNCATIONS = (1, 2, 3, 4)
+
+
+def measure_truncated(cell: str, out: Path) -> None:
+    """Errors after T full-compute steps past each edge's end (``T in TRUNCATIONS``), same setup as ``measure``.
+
+    ``e_T[i, j] = ||x~_{j+T} - x_{j+T}|| / ||x_final||``: the edge's arrival error carried T
+    steps down its tail. Saved as ``<cell>_truncated.npz`` (``T1`` ... ``T4``).
+    """
+    import torch
+
+    from benchmarks.calibration_cost import auto_window, budgets_for
+    from benchmarks.targets import prompt_seeds, tiny_target
+    from comfyui_otcache.otcache_comfy.cache_runtime import resolve_reuse
+    from comfyui_otcache.otcache_comfy.calibration import SamplingSetup
+
+    family, steps = cell.split(":")
+    steps = int(steps)
+    torch.set_num_threads(1)
+    target = tiny_target(family, 1, 1)
+    window = auto_window(steps, budgets_for(steps, [2, 6])[-1])
+    mode = resolve_reuse(target.model, "auto")
+    (first,), _ = prompt_seeds(1, 1, 1)
+    pos, neg = target.cal_conds[0]
+    setup = SamplingSetup(target.model, pos, neg, target.latent, target.sampler, target.scheduler, steps,
+                          float(target.cfg))
+    xs = setup.sample(first, None, record=True).xs
+    scale = float(xs[-1].double().norm())
+    errors = {t: np.full((steps, steps), np.nan) for t in TRUNCATIONS}
+    for i in range(steps - 2):
+        stop = min(i + window, steps - 1)
+        arrived = setup.sample(first, Schedule(stop - i + 1, (0, stop - i)), mode, start_step=i, start_x=xs[i],
+                               record=True, stop_step=stop).xs
+        for j in range(i + 2, stop + 1):
+            for t in (t for t in TRUNCATIONS if j + t <= steps - 1):
+                y = setup.sample(first, None, mode, start_step=j, start_x=arrived[j - i], stop_step=j + t).final
+                errors[t][i, j] = float((y.double() - xs[j + t].double()).norm()) / scale
+    np.savez(out / f"{family}_{steps}_truncated.npz", **{f"T{t}": e for t, e in errors.items()})
+
+
+def column_spread(exact: np.ndarray, carried: np.ndarray, window: int) -> float:
+    """Mean over end steps j of the std of ``log(exact / carried)`` among the edges into j."""
+    n, spreads = exact.shape[0], []
+    for j in range(2, n):
+        logs = [math.log(exact[i, j] / carried[i, j]) for i in range(max(0, j - window), j - 1)
+                if np.isfinite(carried[i, j]) and carried[i, j] > 0 and exact[i, j] > 0]
+        if len(logs) >= 2:
+            spreads.append(float(np.std(logs)))
+    return float(np.mean(spreads))
+
+
+def truncation_rows(folder: Path) -> list[str]:
+    """How well an error carried T steps down the tail predicts the edge's exact cost, per column."""
+    rows = ["| cell | carried T steps | evaluations per edge | mean within-column std of log(exact / carried error) |",
+            "|---|---|---|---|"]
+    for path in sorted(folder.glob("*_truncated.npz")):
+        cell = path.name[: -len("_truncated.npz")]
+        exact = np.load(folder / f"{cell}_global.npy")
+        window = int((folder / f"{cell}_window.txt").read_text())
+        carried = {0: np.load(folder / f"{cell}_arrival.npy"), **{int(k[1:]): v for k, v in np.load(path).items()}}
+        for t, e in sorted(carried.items()):
+            rows.append(f"| {cell} | {t} | {t} | {column_spread(exact, e, window):.3f} |")
+    return rows
 
 
 def estimate(exact: np.ndarray, arrival: np.ndarray, window: int, measured: list, short_class: bool,
@@ -173,13 +245,19 @@ def replay(folder: Path) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--measure", nargs="*", metavar="FAMILY:N", help="calibrate and save these cells first")
+    ap.add_argument("--truncated", nargs="*", metavar="FAMILY:N", help="measure truncated tails of these cells first")
     ap.add_argument("--dir", type=Path, default=OUT)
     args = ap.parse_args()
     for cell in args.measure or []:
         measure(cell, args.dir)
+    for cell in args.truncated or []:
+        measure_truncated(cell, args.dir)
     text = ["# Cheaper global calibration: ideas replayed on saved matrices", "",
             "Written by `benchmarks/fast_cost_ideas.py` (see its docstring for the ideas and the columns).", ""]
-    (args.dir.parent / "fast_cost_ideas.md").write_text("\n".join(text + replay(args.dir)) + "\n")
+    truncated = ["", "## Truncated tails: does an error carried a few steps predict the edge's cost better?", "",
+                 "If it did, a few tail steps per edge plus a per-column growth would replace whole tails. "
+                 "T = 0 is the arrival error the shipped `fast` scales.", ""] + truncation_rows(args.dir)
+    (args.dir.parent / "fast_cost_ideas.md").write_text("\n".join(text + replay(args.dir) + truncated) + "\n")
     print("\n".join(replay(args.dir)))
 
 

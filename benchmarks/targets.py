@@ -130,7 +130,8 @@ def tiny_target(family: str, cal_prompts: int, eval_prompts: int, *, random_weig
                 "or pass --random-weights for a smoke run whose numbers mean nothing.")
         model, meta = common.load_trained(family, path)
         info = {"weights": str(path.relative_to(REPO) if path.is_relative_to(REPO) else path),
-                "train_steps": meta.get("steps"), "train_seed": meta.get("seed")}
+                "train_steps": meta.get("steps"), "train_seed": meta.get("seed"),
+                "sampling_shift": meta.get("sampling_shift", "default")}
     cfg = float(meta.get("cfg", 1.0)) if not random_weights else 1.0
     params = sum(p.numel() for p in model.model.diffusion_model.parameters())
     info.update({"parameters": int(params), "architecture": type(model.model.diffusion_model).__name__})
