@@ -1,0 +1,28 @@
+"""benchmarks/knot_rules.py on a tiny random-weight FLUX: every rule picks a schedule of the budget, none beats the oracle."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.slow  # stages 1 and 2 and the candidates: about 15 s
+
+
+def test_rules_choose_schedules_of_their_budget_and_the_oracle_bounds_them(tmp_path):
+    from benchmarks import knot_rules
+
+    out = tmp_path / "rules"
+    assert knot_rules.main(["--quick", "--random-weights", "--tiny-latent", "8", "--threads", "1",
+                            "--out", str(out)]) == 0
+    result = json.loads((out / "knot_rules.json").read_text())
+    assert [r["budget"] for r in result["rows"]] == [4, 3]  # N = 10 at speedups 2.5 and 3.33 (quick profile)
+    for row in result["rows"]:
+        rules = row["rules"]
+        assert set(rules) == {"best3", "climb", "majority", "best-all", "oracle"}
+        for rule in rules.values():
+            steps, compute = rule["schedule"].split(":")
+            assert int(steps) == 10 and len(compute.split(",")) == row["budget"]
+            assert rule["psnr"] <= rules["oracle"]["psnr"] + 1e-9
+        # best-all is the calibration minimum over a pool that holds every other rule's start.
+        assert rules["best-all"]["calibration"] <= rules["best3"]["calibration"] + 1e-12
+    assert (out / "knot_rules.md").read_text().startswith("| K | N/K |")
