@@ -7,13 +7,12 @@ Images are 64x64 RGB: a background and a few shapes. The *prompt* names only
   ``square``, ``triangle``, ``diamond``, ``bar``) or ``any``.
 
 Everything else is left open and drawn at random: the background's two near-grey colours
-(a dark and a light one), the objects' sizes and shifts within their quarter, a bar's orientation, small
+(a dark and a light one), the objects' sizes and small shifts, a bar's orientation, small
 colour jitter, and whatever the prompt leaves ``any``. Each object has its place (the
 k-th object in the k-th quarter of the image) and each background kind its geometry, so
 what the prompt names (vivid objects, upright and apart, on a background pattern) is
 unambiguous to see and to check; what the sampler must decide early, at high noise, is
-what the prompt leaves open. This is data set v4 (v3 fixed the places and tones more
-tightly: 2-pixel shifts, sizes 8-11, dark tones 0.25-0.35). v1 also drew unnamed extra shapes, rotations,
+what the prompt leaves open. This is data set v3. v1 also drew unnamed extra shapes, rotations,
 occlusion and backgrounds in any colour; v2 drew named objects only but anywhere, on open
 background geometry (stripe angle and phase, checker offset, ring centre) at low contrast.
 Models trained on either for an hour drew colour blobs and camouflage, not the named
@@ -150,9 +149,8 @@ def _grid():
 _X, _Y = _grid()
 
 
-BACKGROUND_RANGE = (0.22, 0.78)  # muted, near-grey background colours: over 0.25 (RGB distance) from every named colour
-BACKGROUND_CONTRAST = (0.25, 0.35)  # brightness step between a pattern's two colours, so the kind shows at high noise
-BACKGROUND_TINT = 0.08  # per-channel tint of each background colour
+BACKGROUND_RANGE = (0.25, 0.75)  # muted, near-grey background colours: far (RGB distance) from every named colour
+BACKGROUND_CONTRAST = (0.3, 0.45)  # brightness step between a pattern's two colours, so the kind shows at high noise
 BACKGROUND_PERIOD = 16.0  # pixels: stripes, checker cells and rings (4 tokens of 4x4 pixels)
 
 
@@ -183,14 +181,11 @@ def _background(rng: np.random.Generator, kind: str) -> np.ndarray:
     """A dark and a light near-grey colour (a slight tint each) over the kind's geometry, dark where it is 0.
 
     Dark and light never swap: with a swap the average image of a kind is flat grey, so at
-    high noise nothing says where the pattern's phase is, and models drew camouflage. Their
-    brightness is open over the whole muted range (v3: dark 0.25-0.35 only): a global, low
-    frequency choice the first steps settle, as real models settle an image's tones early.
+    high noise nothing says where the pattern's phase is, and models drew camouflage.
     """
     lo, hi = BACKGROUND_RANGE
-    step = rng.uniform(*BACKGROUND_CONTRAST)
-    dark = np.clip(rng.uniform(lo, hi - step) + rng.uniform(-BACKGROUND_TINT, BACKGROUND_TINT, 3), lo, hi)
-    light = np.clip(dark + step + rng.uniform(-BACKGROUND_TINT, BACKGROUND_TINT, 3), lo, hi)
+    dark = np.clip(rng.uniform(lo, hi - BACKGROUND_CONTRAST[1]) + rng.uniform(-0.05, 0.05, 3), lo, hi)
+    light = np.clip(dark + rng.uniform(*BACKGROUND_CONTRAST) + rng.uniform(-0.05, 0.05, 3), lo, hi)
     w = background_weights(kind)
     return dark[None, None] * (1 - w[..., None]) + light[None, None] * w[..., None]
 
@@ -228,15 +223,13 @@ class Layout:
     velocities: np.ndarray | None = None  # [items, 2] pixels per frame (clips only)
 
 
-OBJECT_SIZES = (8.0, 12.0)  # named objects' size (circle radius; the other shapes scale with it)
+OBJECT_SIZES = (8.0, 11.0)  # named objects' size (circle radius; the other shapes scale with it)
 # The prompt's k-th object sits in the k-th of these quarters of the image (cells of 32
 # pixels: top left, bottom right, top right), its centre within CELL_JITTER pixels of the
 # cell's centre. (Objects in randomly chosen cells came out as blobs, often in every cell:
-# the model had to agree across the image on which object went where before drawing any.
-# Within its quarter the place is open, a local choice the early steps settle: with v3's
-# 2 pixels, nothing was left for them to decide and the published schedules lost.)
+# the model had to agree across the image on which object went where before drawing any.)
 CELLS = ((IMAGE / 4, IMAGE / 4), (3 * IMAGE / 4, 3 * IMAGE / 4), (3 * IMAGE / 4, IMAGE / 4))
-CELL_JITTER = 5.0
+CELL_JITTER = 2.0
 # Upright shapes (bars lie or stand): a square and a diamond, a bar and a square stay different
 # shapes at any size, so a check can tell every shape apart.
 SHAPE_ANGLES = {"circle": (0.0,), "square": (0.0,), "triangle": (0.0,), "diamond": (0.0,), "bar": (0.0, math.pi / 2)}

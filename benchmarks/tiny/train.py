@@ -14,7 +14,7 @@ euler / simple / 28 steps / cfg 1, decoded with the fixed codec of data.py).
     .venv/bin/python benchmarks/tiny/train.py --family flux|qwen_image|hunyuan_video [--steps N] [--seed 0]
 
 Without ``--steps`` / ``--threads`` it uses the family's settings (``common.FAMILIES``): the
-settings the shipped weights were trained with. The data set is now v4 (one token per object,
+settings the shipped weights were trained with. The data set is now v3 (one token per object,
 ``prompt_tokens = object`` in the metadata); the shipped weights were trained on earlier
 versions (FLUX and Qwen-Image: v2, as at commit 03837d2; HunyuanVideo: v1), so this script no
 longer reproduces them until they are retrained (``benchmarks/tiny/README.md``).
@@ -273,7 +273,7 @@ def main() -> None:
             "final_loss": f"{np.mean(losses[-100:]):.5f}",
             "data": "demo/tiny_data.py" + (f" clips of {fam.frames} frames" if (fam.frames or 1) > 1 else ""),
             "decoder": "demo/tiny_data.py PatchCodec (seed 4321, gain 4)",
-            "prompt_tokens": data.TRAINED_LAYOUT, "data_set": "v4",
+            "prompt_tokens": data.TRAINED_LAYOUT, "data_set": "v3",
             "uniform_sigma_share": str(fam.uniform_sigma_share), "cond_dropout": str(fam.cond_dropout),
             "cfg": str(fam.cfg), "sampling_shift": str(fam.sampling_shift)}
     state = {k: v.detach().to(torch.bfloat16).contiguous() for k, v in dm.state_dict().items()}
