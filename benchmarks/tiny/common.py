@@ -108,6 +108,8 @@ def load_trained(family: str = "flux", path: Path | None = None, shift: float | 
     """A ComfyUI ModelPatcher of the trained tiny model (float32), and its metadata (``demo.tiny.load_weights``).
 
     ``shift`` overrides the sampling shift the weights record (``sampling_shift`` in the returned metadata).
+    It is set in place on the model ``load_weights`` caches per file, so it holds for the rest of
+    the process: for scripts that check one model at one shift.
     """
     model, meta = load_weights(family, path)
     if shift is not None:
