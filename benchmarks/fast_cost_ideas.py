@@ -53,26 +53,34 @@ SHARE = 0.1
 OPTIMISM = 0.65
 
 
-def measure(cell: str, out: Path) -> None:
-    """Run the exact and the fast calibration of ``family:N`` (calibration_cost's setup) and save both."""
+def calibration_setup(cell: str):
+    """``family:N`` as calibration_cost's setup, at 1 thread as the committed matrices were measured:
+    (family, N, SamplingSetup, seed, window, reuse mode)."""
     import torch
 
     from benchmarks.calibration_cost import auto_window, budgets_for
     from benchmarks.targets import prompt_seeds, tiny_target
     from comfyui_otcache.otcache_comfy.cache_runtime import resolve_reuse
-    from comfyui_otcache.otcache_comfy.calibration import SamplingSetup, calibrate
-    from comfyui_otcache.otcache_core.edge_costs import CostMatrix, arrival_key
+    from comfyui_otcache.otcache_comfy.calibration import SamplingSetup
 
     family, steps = cell.split(":")
     steps = int(steps)
-    torch.set_num_threads(1)  # the committed matrices were measured at 1 thread
+    torch.set_num_threads(1)
     target = tiny_target(family, 1, 1)
     window = auto_window(steps, budgets_for(steps, [2, 6])[-1])
-    mode = resolve_reuse(target.model, "auto")
     (first,), _ = prompt_seeds(1, 1, 1)
     pos, neg = target.cal_conds[0]
     setup = SamplingSetup(target.model, pos, neg, target.latent, target.sampler, target.scheduler, steps,
                           float(target.cfg))
+    return family, steps, setup, first, window, resolve_reuse(target.model, "auto")
+
+
+def measure(cell: str, out: Path) -> None:
+    """Run the exact and the fast calibration of ``family:N`` (calibration_cost's setup) and save both."""
+    from comfyui_otcache.otcache_comfy.calibration import calibrate
+    from comfyui_otcache.otcache_core.edge_costs import CostMatrix, arrival_key
+
+    family, steps, setup, first, window, mode = calibration_setup(cell)
     out.mkdir(parents=True, exist_ok=True)
     for name in ("fast", "global"):
         matrix = CostMatrix.new(steps, window, 1, name)
@@ -92,23 +100,7 @@ def measure_truncated(cell: str, out: Path) -> None:
     ``e_T[i, j] = ||x~_{j+T} - x_{j+T}|| / ||x_final||``: the edge's arrival error carried T
     steps down its tail. Saved as ``<cell>_truncated.npz`` (``T1`` ... ``T4``).
     """
-    import torch
-
-    from benchmarks.calibration_cost import auto_window, budgets_for
-    from benchmarks.targets import prompt_seeds, tiny_target
-    from comfyui_otcache.otcache_comfy.cache_runtime import resolve_reuse
-    from comfyui_otcache.otcache_comfy.calibration import SamplingSetup
-
-    family, steps = cell.split(":")
-    steps = int(steps)
-    torch.set_num_threads(1)
-    target = tiny_target(family, 1, 1)
-    window = auto_window(steps, budgets_for(steps, [2, 6])[-1])
-    mode = resolve_reuse(target.model, "auto")
-    (first,), _ = prompt_seeds(1, 1, 1)
-    pos, neg = target.cal_conds[0]
-    setup = SamplingSetup(target.model, pos, neg, target.latent, target.sampler, target.scheduler, steps,
-                          float(target.cfg))
+    family, steps, setup, first, window, mode = calibration_setup(cell)
     xs = setup.sample(first, None, record=True).xs
     scale = float(xs[-1].double().norm())
     errors = {t: np.full((steps, steps), np.nan) for t in TRUNCATIONS}

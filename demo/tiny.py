@@ -71,7 +71,7 @@ WAN_ARCH = {"model_type": "t2v", "patch_size": [1, 2, 2], "text_len": 8, "in_dim
 # ModelSamplingFlux, diffusers' dynamic shifting): mu = 0.5 at 256 tokens, rising to 1.15 at
 # 4096 (1024x1024). The architecture's default, 1.15, is the large-image value; on the tiny
 # models' 256 tokens it spends the first steps at noise levels where nothing is decided yet,
-# so a trained tiny FLUX commits to its image only from the third step on, and the
+# so a trained tiny FLUX commits to its image only in steps 1-3 (not 0-1), and the
 # published (front-loaded) schedules lose to uniform. At FLUX's own 256-token value they win
 # (benchmarks/tiny/README.md). Training still draws its noise levels through the default.
 IMAGE_MU_256_TOKENS = 0.5

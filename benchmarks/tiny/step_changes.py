@@ -4,9 +4,9 @@ Along full-compute sampling (euler / simple, N steps) of held-out prompts, the r
 change of the denoised estimate, ``||x0_hat(t+1) - x0_hat(t)|| / ||x0_hat(N-1)||``, per step,
 mean over prompts: conditioned at the model's cfg, unconditioned (cfg 1, the empty
 prompt), and for the closed-form Gaussian denoiser of the data (``gaussian_check.py``;
-unconditioned, with the same sigmas). A model (and real FLUX) that settles its image early
-changes most in the first steps; skipping those costs most, which is what front-loaded
-published schedules bet on. Cheap: a minute at 1 thread.
+unconditioned, with the same sigmas). A model that settles its image early changes most
+in the first steps; skipping those costs most, which is what the front-loaded published
+schedules assume of the real models. Cheap: a minute at 1 thread.
 
     .venv/bin/python benchmarks/tiny/step_changes.py --family flux --weights W [--sampling-shift 0.5]
 """
@@ -23,6 +23,7 @@ import torch
 
 from benchmarks.tiny.check_schedules import setup_for
 from benchmarks.tiny.gaussian_check import GaussianDenoiser
+from benchmarks.tiny.gaussian_check import sample as gaussian_sample
 
 
 def relative_changes(denoised) -> list[float]:
@@ -33,16 +34,13 @@ def relative_changes(denoised) -> list[float]:
 
 
 def gaussian_changes(fam, sigmas: torch.Tensor, count: int) -> list[float]:
+    """The same curve for the closed-form Gaussian denoiser of the data (unconditioned)."""
     codec = data.PatchCodec()
     latents = torch.cat([training_latents(fam, 12345, k, 64, codec)[1] for k in range(16)])
     model = GaussianDenoiser(latents)
     noise = torch.randn((count, *latents.shape[1:]), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    x, denoised = noise * sigmas[0], []
-    for i in range(len(sigmas) - 1):
-        s = float(sigmas[i])
-        x0 = model.denoise(x, s)
-        denoised.append(x0)
-        x = x + (float(sigmas[i + 1]) - s) * (x - x0) / s
+    _, xs = gaussian_sample(model, sigmas, noise)
+    denoised = [model.denoise(x, float(s)) for x, s in zip(xs, sigmas)]
     return list(np.mean([relative_changes([d[b] for d in denoised]) for b in range(count)], axis=0))
 
 
