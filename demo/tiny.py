@@ -37,7 +37,7 @@ class Family:
     # the model's shift (benchmarks/tiny/common.training_sigmas).
     uniform_sigma_share: float = 0.25
     train_steps: int = 3000  # train.py's defaults: the shipped weights' settings
-    train_threads: int = 1  # FLUX and Qwen-Image were trained side by side, one thread each
+    train_threads: int = 1
     train_batch: int = 12
     cond_dropout: float = 0.1  # share of training samples shown the empty prompt (for cfg)
     cfg: float = 3.0  # the cfg the models sample with
@@ -80,9 +80,11 @@ IMAGE_MU_256_TOKENS = 0.5
 VIDEO_SHIFT_256_TOKENS = 1.65
 
 FAMILIES = {
-    "flux": Family("flux", FLUX_ARCH, None, data.LATENT, sampling_shift=IMAGE_MU_256_TOKENS),
+    "flux": Family("flux", FLUX_ARCH, None, data.LATENT, train_steps=6000, train_threads=2,
+                   sampling_shift=IMAGE_MU_256_TOKENS),
     # Qwen-Image latents are 5-D with one frame (Wan 2.1 latent format).
-    "qwen_image": Family("qwen_image", QWEN_ARCH, 1, data.LATENT, sampling_shift=IMAGE_MU_256_TOKENS),
+    "qwen_image": Family("qwen_image", QWEN_ARCH, 1, data.LATENT, train_steps=6000, train_threads=2,
+                         sampling_shift=IMAGE_MU_256_TOKENS),
     # 4 frames of 32x32 pixels: 4 x 8 x 8 = 256 tokens, as the image models. Its shift 7
     # puts only 3.4% of shifted samples below sigma 0.2 (FLUX: 7%), so half the batch is
     # drawn uniformly in sigma to teach it the last steps too.
