@@ -193,6 +193,8 @@ def main() -> None:
                     help="override one architecture key of the family's config (repeatable), e.g. theta=64, "
                          "axes_dim=[4,14,14]; recorded in the weights' metadata")
     ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
+    ap.add_argument("--stop-at", type=int, default=None,
+                    help="stop at this step keeping the checkpoint, as an interruption would (tests resuming)")
     args = ap.parse_args()
     fam = get_family(args.family)
     args.steps = fam.train_steps if args.steps is None else args.steps
@@ -229,9 +231,9 @@ def main() -> None:
     for step in range(first, args.steps):
         if step > first and step % args.checkpoint_every == 0:
             ckpt.save(step, dm, ema, opt, gen, losses, time.perf_counter() - start)
-        if time.perf_counter() - start > args.minutes * 60:
+        if time.perf_counter() - start > args.minutes * 60 or step == args.stop_at:
             capped = True
-            print(f"time cap reached at step {step}", flush=True)
+            print(f"stopped at step {step} (time cap or --stop-at); rerun to resume", flush=True)
             break
         lr = args.lr * min(1.0, (step + 1) / warmup) * (0.5 + 0.5 * math.cos(math.pi * step / args.steps))
         for g in opt.param_groups:

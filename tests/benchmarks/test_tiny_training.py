@@ -246,3 +246,32 @@ def test_a_model_samples_at_the_shift_its_weights_record(tmp_path):
     s_old = comfy.samplers.calculate_sigmas(old.model.model_sampling, "simple", 28)
     s_new = comfy.samplers.calculate_sigmas(new.model.model_sampling, "simple", 28)
     assert float(s_old[0]) == pytest.approx(float(s_new[0])) and float(s_new[1]) < float(s_old[1]) - 0.005
+
+
+@pytest.mark.slow
+def test_an_interrupted_training_resumes_to_the_same_weights(tmp_path):
+    """train.py stopped at a checkpoint and rerun writes bit-identical weights to an uninterrupted run."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    repo = Path(__file__).resolve().parents[2]
+
+    def train(out, *extra):
+        cmd = [sys.executable, str(repo / "benchmarks" / "tiny" / "train.py"), "--family", "flux", "--steps", "4",
+               "--batch", "2", "--threads", "1", "--samples", "1", "--checkpoint-every", "2",
+               "--out", str(out), "--weights-out", str(out / "w"), *extra]
+        done = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout
+
+    train(tmp_path / "straight")
+    assert "stopped at step 2" in train(tmp_path / "resumed", "--stop-at", "2")
+    assert (tmp_path / "resumed" / "flux_ckpt").exists()
+    assert "resumed from" in train(tmp_path / "resumed")
+    a = load_file(str(tmp_path / "straight" / "w" / "flux.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "w" / "flux.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not (tmp_path / "resumed" / "flux_ckpt").exists()  # a finished run removes its checkpoint
