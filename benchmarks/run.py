@@ -917,7 +917,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--max-skip", type=int, default=0,
                     help="graph window W; 0 = ceil((N-1)/(K_min-1)) + 1 for the smallest budget (default 0)")
     ap.add_argument("--reuse", default="auto", choices=("auto", "block", "residual", "output"),
-                    help="Cached Model reuse mode for every schedule method (default auto: block for these DiTs)")
+                    help="Cached Model reuse mode for every schedule method (default auto: output)")
     ap.add_argument("--mapping", default="linear", choices=("linear", "log"), help="interpolation weight mapping")
     ap.add_argument("--anchor-metric", default="lpips", choices=METRIC_CHOICES,
                     help="anchor search objective (lpips falls back to 1 - SSIM, stated, without its weights)")

@@ -326,9 +326,9 @@ def test_queued_demo_draws_the_strips_of_the_run(page, comfy_server):
     sampled = page.evaluate(SAMPLE_STRIP, SLIDER_ID)
     assert sampled["cells"] == sampled["mask"]
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and "OTCache [block] K=4/N=10" not in comfy_server.log()[len(before):]:
+    while time.monotonic() < deadline and "OTCache [output] K=4/N=10" not in comfy_server.log()[len(before):]:
         time.sleep(0.25)
-    assert re.search(r"OTCache \[block\] K=4/N=10: computed 4/10 evaluations", comfy_server.log()[len(before):])
+    assert re.search(r"OTCache \[output\] K=4/N=10: computed 4/10 evaluations", comfy_server.log()[len(before):])
 
 
 def menu_item(page, node_id, label):

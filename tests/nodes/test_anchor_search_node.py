@@ -18,7 +18,12 @@ BUDGET = 3
 
 
 def random_trunk_lpips():
-    return lpips.LPIPS(net="alex", pnet_rand=True, verbose=False)
+    """LPIPS on a random AlexNet trunk (no download), the same network every call: seeded."""
+    import torch
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return lpips.LPIPS(net="alex", pnet_rand=True, verbose=False)
 
 
 @pytest.fixture
@@ -54,7 +59,7 @@ def test_search_is_never_worse_than_its_seeds_and_resumes(setup, user_dir):
 
     sampling = SamplingSetup(setup["model"], setup["positive"], setup["negative"], setup["latent_image"], "euler",
                              "simple", STEPS, 1.0)
-    objective = Objective(sampling, setup["vae"], [0], "block", load_metric(lpips_factory=random_trunk_lpips), {})
+    objective = Objective(sampling, setup["vae"], [0], "auto", load_metric(lpips_factory=random_trunk_lpips), {})
     objective.references = {0: objective.images(0, None)}
     for seed_schedule in (schedule_from_warp(warp(REFERENCE), BUDGET, STEPS), Schedule.uniform(STEPS, BUDGET)):
         assert anchor.metrics["objective"] <= objective(seed_schedule) + 1e-6

@@ -149,7 +149,7 @@ def test_on_a_tiny_model_every_knot_scores_no_worse_than_graph_and_ot(user_dir):
 
     # Score the graph and OT schedules with the same objective, independently of the search.
     sampling = SamplingSetup(model, positive, negative, tiny_latent("flux"), "euler", "simple", steps, 1.0)
-    objective = Objective(sampling, vae, [0], "block", load_metric("ssim"), {})
+    objective = Objective(sampling, vae, [0], "auto", load_metric("ssim"), {})
     objective.references = {0: objective.images(0, None)}
     for knot in path.knots:
         assert knot.objective == pytest.approx(objective(knot.schedule), abs=1e-6)

@@ -285,4 +285,4 @@ def test_scripts_demo_runs_the_pipeline_through_a_real_server(tmp_path):
     # The highest budget samples faster than full compute (timed by the server, medians of `repeats` prompts).
     assert results["rows"][-1]["measured_speedup"] > 1.0
     assert os.path.getsize(results["picture"]) > 1000
-    assert re.search(r"OTCache \[block\] K=3/N=12: computed 3/12 evaluations", log.read_text())
+    assert re.search(r"OTCache \[output\] K=3/N=12: computed 3/12 evaluations", log.read_text())

@@ -343,7 +343,7 @@ def test_tiny_demo_runs_on_cpu(comfy_server, object_info):
     comfy_server.run_prompt(prompt)
     new = comfy_server.log()[len(before):]
     # speedup 2.0 at steps 10: K = 5 of N = 10 computed steps.
-    assert re.search(r"OTCache \[block\] K=5/N=10: computed 5/10 evaluations", new), new[-3000:]
+    assert re.search(r"OTCache \[output\] K=5/N=10: computed 5/10 evaluations", new), new[-3000:]
 
 
 @pytest.mark.server
@@ -379,6 +379,6 @@ def test_full_chain_demo_runs_on_cpu(comfy_server, object_info):
     # speedup 2.0 at 8 steps: K = 4; the Cached Model runs exactly the slider's schedule.
     k = len(sliced["compute"])
     assert k == 4
-    assert re.search(rf"OTCache \[block\] K={k}/N=8: computed {k}/8 evaluations", new), new[-3000:]
+    assert re.search(rf"OTCache \[output\] K={k}/N=8: computed {k}/8 evaluations", new), new[-3000:]
     saved = outputs[str(next(n["id"] for n in workflow["nodes"] if n["type"] == "SaveImage"))]["images"]
     assert len(saved) == 1 and saved[0]["filename"].endswith(".png")

@@ -17,6 +17,7 @@ from comfyui_otcache.otcache_comfy.cache_runtime import (
     OTCacheRuntimeError,
     apply_otcache,
     resolve_reuse,
+    supports_block_mode,
 )
 from comfyui_otcache.otcache_core.schedule import Schedule
 
@@ -64,12 +65,24 @@ def test_flux_block_mode_counts_exactly(models, sampler, cond_mode, batch):
     assert torch.isfinite(out).all() and out.shape[0] == batch
 
 
+@pytest.mark.parametrize("family", ["flux", "qwen_image", "hunyuan_video", "wan21"])
+def test_auto_reuse_is_output_reuse(models, family):
+    """auto follows the trained tiny models, on which output reuse beat block reuse: the same run, bit for bit."""
+    base = models(family)
+    assert resolve_reuse(base, "auto") == "output"
+    auto_calls, auto_out = run_counted(apply_otcache(base, SCHEDULE, reuse="auto"), family, cfg=1.0)
+    output_calls, output_out = run_counted(apply_otcache(base, SCHEDULE, reuse="output"), family, cfg=1.0)
+    _, block_out = run_counted(apply_otcache(base, SCHEDULE, reuse="block"), family, cfg=1.0)
+    assert auto_calls == output_calls == evaluations("euler", SCHEDULE.budget)
+    assert torch.equal(auto_out, output_out) and not torch.equal(auto_out, block_out)
+
+
 @pytest.mark.parametrize("family", ["qwen_image", "hunyuan_video"])
 @pytest.mark.parametrize("sampler", ["euler", "heun", "dpmpp_sde"])
 @pytest.mark.parametrize("cond_mode", ["batched", "separate"])
 def test_other_dits_block_mode_counts_exactly(models, family, sampler, cond_mode):
     cfg, separate = COND_MODES[cond_mode]
-    cached = apply_otcache(models(family), SCHEDULE, reuse="auto")
+    cached = apply_otcache(models(family), SCHEDULE, reuse="block")
     calls, _ = run_counted(cached, family, sampler=sampler, cfg=cfg, separate=separate)
     assert calls == evaluations(sampler, SCHEDULE.budget) * calls_per_evaluation(cfg, separate)
 
@@ -81,7 +94,7 @@ def test_block_mode_on_wan_chroma_and_ltxv_counts_exactly(models, family, sample
     """The block stack is replaced by its cached residual; embeddings and head run (counted at the first block)."""
     cfg, separate = COND_MODES[cond_mode]
     base = models(family)
-    assert resolve_reuse(base, "auto") == "block"
+    assert supports_block_mode(base) and resolve_reuse(base, "block") == "block"
     plain, _ = run_counted(base, family, sampler=sampler, cfg=cfg, separate=separate)
     assert plain == evaluations(sampler, STEPS) * calls_per_evaluation(cfg, separate)
     reports = []
@@ -255,7 +268,7 @@ def test_run_stats_are_shown_on_the_node_when_a_server_runs(models, monkeypatch)
     cached = apply_otcache(models("flux"), SCHEDULE, node_id="17")
     sample(cached, "flux", steps=STEPS, cfg=1.0)
     ((node_id, text),) = sent
-    assert node_id == "17" and text.startswith("OTCache [block] K=4/N=8: computed 4/8 evaluations, skipped 4")
+    assert node_id == "17" and text.startswith("OTCache [output] K=4/N=8: computed 4/8 evaluations, skipped 4")
 
 
 def test_custom_sigmas_follow_the_schedule_by_sigma(models):

@@ -84,11 +84,11 @@ def test_other_patches_and_wrappers_on_the_same_model_keep_running(flux):
     other.set_model_post_input_patch(post_input)
     other.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "test", apply_model_wrapper)
     other.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test", other_diffusion_wrapper)
-    cached = apply_otcache(other, SCHEDULE)
+    cached = apply_otcache(other, SCHEDULE, reuse="block")
     with count_block_stack_calls(flux) as counter:
         sample(cached, "flux", steps=STEPS, cfg=1.0)
     assert counter["calls"] == SCHEDULE.budget
-    # Everything outside the block stack still runs on every step, skipped or not.
+    # Under block reuse everything outside the block stack still runs on every step, skipped or not.
     assert seen == {"post_input": STEPS, "apply_model": STEPS, "diffusion_model": STEPS}
 
 

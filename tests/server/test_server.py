@@ -57,7 +57,7 @@ def test_ksampler_workflow_runs_with_the_cached_model(comfy_server):
         "model": ["3", 0], "seed": 0, "steps": 10, "cfg": 3.0, "sampler_name": "euler", "scheduler": "simple",
         "positive": ["1", 1], "negative": ["1", 2], "latent_image": ["1", 3], "denoise": 1.0}}})
     # cond and uncond have equal token counts, so ComfyUI batches them: one call per step.
-    assert run_and_find_report(comfy_server, graph) == "OTCache [block] K=5/N=10: computed 5/10 evaluations"
+    assert run_and_find_report(comfy_server, graph) == "OTCache [output] K=5/N=10: computed 5/10 evaluations"
 
 
 def test_sampler_custom_advanced_workflow_with_heun(comfy_server):
@@ -73,4 +73,4 @@ def test_sampler_custom_advanced_workflow_with_heun(comfy_server):
             "latent_image": ["1", 3]}},
     })
     # heun evaluates twice per step except the last: 2K-1 of 2N-1.
-    assert run_and_find_report(comfy_server, graph) == "OTCache [block] K=5/N=10: computed 9/19 evaluations"
+    assert run_and_find_report(comfy_server, graph) == "OTCache [output] K=5/N=10: computed 9/19 evaluations"
