@@ -5,8 +5,9 @@ No checkpoint, text encoder or download needed.
 - **OTCache Tiny FLUX (trained)** (:class:`OTCacheTinyFlux`): ComfyUI's own FLUX class at
   2.7M parameters (8 blocks), trained on procedural shapes (``benchmarks/tiny``), with its fixed
   prompt encoder (:class:`.tiny_data.PromptEncoder`) and latent decoder
-  (:class:`.tiny_data.PatchCodec`). Its pictures follow the prompt, so speed *and*
-  fidelity of a caching schedule can be judged on a CPU (``scripts/demo``).
+  (:class:`.tiny_data.PatchCodec`). Its pictures show the prompt's background and colours
+  and, in about two thirds of objects, its shapes, so speed *and* fidelity of a caching
+  schedule can be judged on a CPU (``scripts/demo``).
 - **OTCache Tiny Demo Model** (:class:`OTCacheDemoModel`): one of ComfyUI's FLUX /
   Qwen-Image / HunyuanVideo / Wan classes at a tiny size with seeded random weights, the
   prompt turned into an embedding by hashing. Its pictures mean nothing; it is there to
