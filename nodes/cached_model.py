@@ -27,8 +27,8 @@ class OTCacheCachedModel(io.ComfyNode):
                 io.Combo.Input("reuse", options=list(REUSE_MODES), default="auto", tooltip=(
                     "What a skipped step reuses. block: the transformer blocks' residual, embeddings and final "
                     "layer still run (FLUX, Chroma, HunyuanVideo, Qwen-Image, Wan 2.1/2.2, LTX-Video). output: the "
-                    "last computed model output (any model). residual: last output minus its input (any model). auto: output, "
-                    "the mode that measured best on the trained tiny models.")),
+                    "last computed model output (any model). residual: last output minus its input (any model). auto: output "
+                    "(on the trained tiny models block reuse scored lowest, output and residual about equal).")),
                 io.Combo.Input("cache_device", options=list(CACHE_DEVICES), default="model", advanced=True, tooltip=(
                     "model: keep cached tensors on the model's device (fastest). cpu: offload them to system "
                     "memory to save VRAM on large video latents.")),
