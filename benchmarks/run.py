@@ -34,6 +34,10 @@ Tiny models (``benchmarks/tiny``; weights must exist, or ``--random-weights`` fo
     .venv/bin/python benchmarks/run.py                 # the committed run (see benchmarks/README.md)
     .venv/bin/python benchmarks/run.py --quick --random-weights --out /tmp/bench
 
+Stage 1 (most of the time) can be kept and read back by reruns, e.g. after changing stage 3:
+
+    .venv/bin/python benchmarks/run.py --steps 50 --stage1-cache /tmp/stage1 [--stage1-only]
+
 Runs split over several invocations (e.g. one model at a time) are put into one table with
 
     .venv/bin/python benchmarks/run.py --combine run1/comparison.json run2/comparison.json [--out DIR]
@@ -76,7 +80,7 @@ from comfy_extras.nodes_easycache import EasyCacheNode  # noqa: E402
 from benchmarks.targets import TINY_FAMILIES, BenchError, BenchTarget, make_targets, prompt_seeds  # noqa: E402
 from comfyui_otcache.otcache_comfy.anchor_run import Objective, decode_frames  # noqa: E402
 from comfyui_otcache.otcache_comfy.cache_runtime import resolve_reuse  # noqa: E402
-from comfyui_otcache.otcache_comfy.calibration import SamplingSetup, calibrate  # noqa: E402
+from comfyui_otcache.otcache_comfy.calibration import SamplingSetup, calibrate, calibration_key, load_or_new  # noqa: E402
 from comfyui_otcache.otcache_comfy.saved_results import costs_to_json  # noqa: E402
 from comfyui_otcache.otcache_core import anchor as anchor_search  # noqa: E402
 from comfyui_otcache.otcache_core.atomic import write_atomic  # noqa: E402
@@ -410,10 +414,13 @@ def make_cell(target: BenchTarget, steps: int, args, counter: TransformerCalls) 
                 [setup_for(*c) for c in target.cal_conds], [setup_for(*c) for c in target.eval_conds])
 
 
-def run_cell(target: BenchTarget, steps: int, args, counter: TransformerCalls, lpips_metric, anchor_metric) -> dict:
+def run_cell(target: BenchTarget, steps: int, args, counter: TransformerCalls, lpips_metric,
+             anchor_metric) -> dict | None:
     """Stages 1-3 of OTCache and the baselines on the calibration prompts, then everything on the held-out ones."""
     cell = make_cell(target, steps, args, counter)
     matrices, costs, reference = stage1_reference(cell)
+    if args.stage1_only:
+        return None
     objective, objectives, graph, anchor, study = stage2_anchor(cell, matrices, costs, reference, anchor_metric)
     path, otcache, plain_ot, direct = stage3_path(cell, objective, objectives, graph, reference, anchor, study,
                                                   anchor_metric)
@@ -433,12 +440,18 @@ def stage1_reference(cell: Cell):
         f"reuse {mode}")
     matrices, runs, evaluations, seconds = [], 0, 0, 0.0
     for p, setup in enumerate(cal_setups):
-        matrix = CostMatrix.new(steps, window, args.cal_seeds, "global")
-        stats = calibrate(setup, cal_first[p], matrix, mode,
+        path = stage1_file(cell, p)
+        matrix = (CostMatrix.new(steps, window, args.cal_seeds, "global") if path is None
+                  else load_or_new(path, steps, window, args.cal_seeds, "global")[0])
+        stats = calibrate(setup, cal_first[p], matrix, mode, path=path,
                           progress=progress_printer(f"{tag} stage 1 prompt {p + 1}/{len(cal_setups)}"))
         matrices.append(matrix)
-        runs, evaluations, seconds = runs + stats.runs, evaluations + stats.evaluations, seconds + stats.seconds
-        say(f"{tag} stage 1 prompt {p + 1}: {stats.evaluations} evaluations in {stats.runs} runs, {stats.seconds:.1f} s")
+        # The calibration's whole cost, also when (part of) it was read back from --stage1-cache.
+        info = matrix.info
+        runs, evaluations, seconds = runs + info["runs"], evaluations + info["evaluations"], seconds + info["seconds"]
+        cached = f" ({info['evaluations'] - stats.evaluations} read back from {path.parent})" if path else ""
+        say(f"{tag} stage 1 prompt {p + 1}: {info['evaluations']} evaluations{cached} in {info['runs']} runs, "
+            f"{info['seconds']:.1f} s")
     costs = np.mean([m.costs() for m in matrices], axis=0)
     begin = time.perf_counter()
     reference = Schedule(steps, best_path(costs, k_ref, "minimax"), model=target.family, sampler=target.sampler,
@@ -453,6 +466,15 @@ def stage1_reference(cell: Cell):
     say(f"{tag} reference K={k_ref}: {reference}")
 
     return matrices, costs, reference
+
+
+def stage1_file(cell: Cell, prompt: int) -> Path | None:
+    """Where ``--stage1-cache`` keeps calibration prompt ``prompt``'s matrix (resumable; keyed by what it measures)."""
+    if cell.args.stage1_cache is None:
+        return None
+    key = calibration_key(cell.cal_setups[prompt], cell.cal_first[prompt], cell.args.cal_seeds, "global", cell.window,
+                          cell.mode)
+    return cell.args.stage1_cache / f"{cell.target.name}_N{cell.steps}_t{cell.args.threads}_{key}.safetensors"
 
 
 def stage2_anchor(cell: Cell, matrices, costs, reference: Schedule, anchor_metric):
@@ -928,6 +950,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=HERE / "results", help="output folder (default benchmarks/results)")
     ap.add_argument("--verbose", action="store_true", help="keep ComfyUI's and the pack's INFO logging")
     ap.add_argument("--estimate-only", action="store_true", help="time one evaluation, print the estimate and stop")
+    ap.add_argument("--stage1-cache", type=Path,
+                    help="keep stage 1's calibrations here: a rerun with the same models, prompts, seeds, N, W, reuse "
+                         "and --threads reads them back (and an interrupted one resumes); the cost table still shows "
+                         "what they cost when measured")
+    ap.add_argument("--stage1-only", action="store_true", help="run stage 1 into --stage1-cache and stop")
     tiny = ap.add_argument_group("tiny models")
     tiny.add_argument("--random-weights", action="store_true",
                       help="untrained tiny models (seeded): smoke runs only, the numbers mean nothing")
@@ -1009,6 +1036,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for n in args.steps:
             budgets_for(n, args.speedups)
+        if args.stage1_only and args.stage1_cache is None:
+            raise BenchError("--stage1-only keeps nothing without --stage1-cache DIR")
         unknown = [m for m in args.models if m not in TINY_FAMILIES]
         if unknown:
             raise BenchError(f"unknown --models {', '.join(unknown)}; choose from {', '.join(TINY_FAMILIES)}")
@@ -1059,11 +1088,12 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             for n in args.steps:
                 cells.append(run_cell(target, n, args, counter, lpips_metric, anchor_metric))
+            cells = [c for c in cells if c is not None]  # --stage1-only
         finally:
             counter.close()
         del target
         comfy.model_management.soft_empty_cache()
-    if args.estimate_only:
+    if args.estimate_only or args.stage1_only:
         return 0
     result = {
         "format": FORMAT, "version": VERSION, "command": command,

@@ -263,3 +263,29 @@ def test_anchor_metric_choice_reaches_the_search():
     assert run.parse_args(["--anchor-metric", "psnr"]).anchor_metric == "psnr"
     with pytest.raises(SystemExit):
         run.parse_args(["--anchor-metric", "mse"])
+
+
+def _stage1_only(cache: Path, out: Path) -> str:
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--random-weights", "--threads", "1", "--stage1-only",
+         "--stage1-cache", str(cache), "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    (line,) = [x for x in proc.stdout.splitlines() if "stage 1 prompt 1:" in x]
+    return line
+
+
+def test_stage1_cache_is_read_back_by_a_rerun(tmp_path):
+    cache = tmp_path / "stage1"
+    first = _stage1_only(cache, tmp_path / "out")
+    assert "(0 read back" in first and len(list(cache.glob("flux_N10_t1_*.safetensors"))) == 1
+    evaluations = first.split(": ")[1].split(" evaluations")[0]
+    assert int(evaluations) > 0
+    again = _stage1_only(cache, tmp_path / "out")  # nothing left to measure: all of it read back
+    assert again.split(": ")[1].startswith(f"{evaluations} evaluations ({evaluations} read back")
+    assert not (tmp_path / "out" / "comparison.json").exists()  # stage 1 only writes no comparison
+
+
+def test_stage1_only_without_a_cache_is_refused(tmp_path):
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--random-weights", "--stage1-only",
+                           "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and "--stage1-only keeps nothing without --stage1-cache DIR" in proc.stderr
