@@ -29,6 +29,7 @@ Ideas:
   replace whole tails.
 
     .venv/bin/python benchmarks/fast_cost_ideas.py --measure flux:28 hunyuan_video:50   # save matrices (1 thread; minutes)
+    .venv/bin/python benchmarks/calibration_cost.py --matrices DIR ...                 # or save them from that run
     .venv/bin/python benchmarks/fast_cost_ideas.py --truncated flux:28                  # truncated tails (1 thread; 2 min)
     .venv/bin/python benchmarks/fast_cost_ideas.py                                       # replay -> results/fast_cost_ideas.md
 """
@@ -77,18 +78,17 @@ def calibration_setup(cell: str):
 
 def measure(cell: str, out: Path) -> None:
     """Run the exact and the fast calibration of ``family:N`` (calibration_cost's setup) and save both."""
+    from benchmarks.calibration_cost import save_matrices
     from comfyui_otcache.otcache_comfy.calibration import calibrate
-    from comfyui_otcache.otcache_core.edge_costs import CostMatrix, arrival_key
+    from comfyui_otcache.otcache_core.edge_costs import CostMatrix
 
     family, steps, setup, first, window, mode = calibration_setup(cell)
-    out.mkdir(parents=True, exist_ok=True)
+    runs = {}
     for name in ("fast", "global"):
         matrix = CostMatrix.new(steps, window, 1, name)
         calibrate(setup, first, matrix, mode)
-        np.save(out / f"{family}_{steps}_{name}.npy", matrix.costs())
-        if name == "fast":
-            np.save(out / f"{family}_{steps}_arrival.npy", matrix.extras[arrival_key(0)].numpy())
-    (out / f"{family}_{steps}_window.txt").write_text(str(window))
+        runs[f"{name}/1"] = {"matrix": matrix}
+    save_matrices(out, f"{family}_{steps}", runs)
 
 
 TRUNCATIONS = (1, 2, 3, 4)
@@ -245,7 +245,9 @@ def main() -> None:
     for cell in args.truncated or []:
         measure_truncated(cell, args.dir)
     text = ["# Cheaper global calibration: ideas replayed on saved matrices", "",
-            "Written by `benchmarks/fast_cost_ideas.py` (see its docstring for the ideas and the columns).", ""]
+            "Written by `benchmarks/fast_cost_ideas.py` (see its docstring for the ideas and the columns). Cells "
+            "`v3-*`: the shipped models under `output` reuse, matrices saved by `calibration_cost.py --matrices` "
+            "(2 threads); the others: the previous round's models under `block` reuse (`--measure`, 1 thread).", ""]
     truncated = ["", "## Truncated tails: does an error carried a few steps predict the edge's cost better?", "",
                  "If it did, a few tail steps per edge plus a per-column growth would replace whole tails. "
                  "T = 0 is the arrival error the shipped `fast` scales.", ""] + truncation_rows(args.dir)
