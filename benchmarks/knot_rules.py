@@ -12,10 +12,17 @@ and per held-out prompt (PSNR against full compute), and replays the rules:
 - ``best3``: the best of I, G, U on the calibration mean, no moves;
 - ``climb``: the shipped rule (``best_at_budget``, ``--neighbour-evals`` new schedules);
 - ``majority``: as ``climb``, but a move must also win on more than half the calibration samples;
+- ``unanimous``: as ``climb``, but a move must win on every calibration sample;
+- ``graph-first``: the graph solution G_K unless I_K or U_K wins on every calibration sample,
+  then ``unanimous`` moves (the graph search is the baseline the path must not lose to);
 - ``best-all``: the best of all scored candidates on the calibration mean;
 - ``oracle``: the best held out (no rule can know it: the ceiling).
 
 Each rule's held-out PSNR is reported with its margin over the better of G_K and U_K.
+``--skip-eval-prompts M`` scores the rules on the evaluation prompts after the first M only:
+with ``--eval-prompts 16 --skip-eval-prompts 8`` the rules are compared on 8 *validation*
+prompts, never on the benchmark's own 8 held-out ones (choosing a rule on those would tune
+the method on its test set). Stage 1 reads ``--stage1-cache`` as the benchmark does.
 Takes the benchmark's arguments (first model and first N only):
 
     .venv/bin/python benchmarks/knot_rules.py --models flux --steps 28 --cal-prompts 2 --cal-seeds 2 \\
@@ -23,6 +30,7 @@ Takes the benchmark's arguments (first model and first N only):
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -50,11 +58,12 @@ from comfyui_otcache.otcache_core.schedule import Schedule
 class Measured:
     """Per-sample calibration scores and held-out PSNRs of schedules, each measured once."""
 
-    def __init__(self, cell, objectives):
+    def __init__(self, cell, objectives, skip: int = 0):
         self.cell, self.objectives = cell, objectives
         self.cal: dict[str, list[float]] = {}
         self.held: dict[str, list[float]] = {}
-        self.full = [(setup.sample(seed, None).final, seed) for setup, seed in zip(cell.eval_setups, cell.eval_seeds)]
+        self.setups = cell.eval_setups[skip:]
+        self.full = [(setup.sample(seed, None).final, seed) for setup, seed in zip(self.setups, cell.eval_seeds[skip:])]
 
     def calibration(self, schedule: Schedule) -> list[float]:
         key = str(schedule)
@@ -68,12 +77,18 @@ class Measured:
         if key not in self.held:
             frames = self.cell.target.frames
             self.held[key] = [psnr(frames(setup.sample(seed, schedule, self.cell.mode).final), frames(full))
-                              for setup, (full, seed) in zip(self.cell.eval_setups, self.full)]
+                              for setup, (full, seed) in zip(self.setups, self.full)]
         return self.held[key]
 
 
-def majority_climb(measured: Measured, start: Schedule, evals: int) -> Schedule:
-    """First-improvement moves that lower the calibration mean *and* win on most calibration samples."""
+def wins(other: np.ndarray, base: np.ndarray, share: float) -> bool:
+    """``other`` lowers the calibration mean and is lower on more than ``share`` of the samples (1: on all)."""
+    lower = int((other < base).sum())
+    return other.mean() < base.mean() and (lower == len(base) if share >= 1 else lower > share * len(base))
+
+
+def guarded_climb(measured: Measured, start: Schedule, evals: int, share: float) -> Schedule:
+    """First-improvement moves that lower the calibration mean *and* win on more than ``share`` of the samples."""
     best, spent = start, 0
     while spent < evals:
         base = np.asarray(measured.calibration(best))
@@ -83,13 +98,21 @@ def majority_climb(measured: Measured, start: Schedule, evals: int) -> Schedule:
                 break
             spent += str(near) not in measured.cal
             other = np.asarray(measured.calibration(near))
-            if other.mean() < base.mean() and (other < base).sum() * 2 > len(base):
+            if wins(other, base, share):
                 step = near
                 break
         if step is None:
             return best
         best = step
     return best
+
+
+def graph_first(measured: Measured, candidates: dict[str, Schedule]) -> Schedule:
+    """G_K, unless another candidate beats it on every calibration sample (then the best of those)."""
+    graph = candidates["graph"]
+    base = np.asarray(measured.calibration(graph))
+    better = [s for s in candidates.values() if wins(np.asarray(measured.calibration(s)), base, 1.0)]
+    return min(better, key=lambda s: float(np.mean(measured.calibration(s)))) if better else graph
 
 
 def rules_at(measured: Measured, candidates: dict[str, Schedule], evals: int) -> dict[str, Schedule]:
@@ -101,7 +124,9 @@ def rules_at(measured: Measured, candidates: dict[str, Schedule], evals: int) ->
     chosen = {
         "best3": start,
         "climb": best_at_budget(scores, list(candidates.items()), evals).schedule,
-        "majority": majority_climb(measured, start, evals),
+        "majority": guarded_climb(measured, start, evals, 0.5),
+        "unanimous": guarded_climb(measured, start, evals, 1.0),
+        "graph-first": guarded_climb(measured, graph_first(measured, candidates), evals, 1.0),
         "best-all": min(pool.values(), key=lambda s: scores(s)),
     }
     everything = [*pool.values(), *chosen.values()]
@@ -109,7 +134,14 @@ def rules_at(measured: Measured, candidates: dict[str, Schedule], evals: int) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    own = argparse.ArgumentParser(add_help=False)
+    own.add_argument("--skip-eval-prompts", type=int, default=0)
+    mine, rest = own.parse_known_args(sys.argv[1:] if argv is None else argv)
+    args = parse_args(rest)
+    if not 0 <= mine.skip_eval_prompts < args.eval_prompts:
+        print(f"error: --skip-eval-prompts {mine.skip_eval_prompts} leaves no evaluation prompt of "
+              f"--eval-prompts {args.eval_prompts}; raise --eval-prompts", file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads)
     import optuna
 
@@ -120,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     cell = make_cell(target, args.steps[0], args, TransformerCalls(target.model))
     matrices, costs, reference = stage1_reference(cell)
     _, objectives, graph, anchor, _ = stage2_anchor(cell, matrices, costs, reference, anchor_metric)
-    measured = Measured(cell, objectives)
+    measured = Measured(cell, objectives, mine.skip_eval_prompts)
     n, rows = cell.steps, []
     for k in cell.budgets[1:]:
         own = ("anchor", anchor) if k == anchor.budget else ("interpolated", interpolate(reference, anchor, k))

@@ -18,7 +18,7 @@ def test_rules_choose_schedules_of_their_budget_and_the_oracle_bounds_them(tmp_p
     assert [r["budget"] for r in result["rows"]] == [4, 3]  # N = 10 at speedups 2.5 and 3.33 (quick profile)
     for row in result["rows"]:
         rules = row["rules"]
-        assert set(rules) == {"best3", "climb", "majority", "best-all", "oracle"}
+        assert set(rules) == {"best3", "climb", "majority", "unanimous", "graph-first", "best-all", "oracle"}
         for rule in rules.values():
             steps, compute = rule["schedule"].split(":")
             assert int(steps) == 10 and len(compute.split(",")) == row["budget"]
@@ -26,3 +26,22 @@ def test_rules_choose_schedules_of_their_budget_and_the_oracle_bounds_them(tmp_p
         # best-all is the calibration minimum over a pool that holds every other rule's start.
         assert rules["best-all"]["calibration"] <= rules["best3"]["calibration"] + 1e-12
     assert (out / "knot_rules.md").read_text().startswith("| K | N/K |")
+
+
+def test_a_guarded_move_must_win_on_every_sample_for_unanimous():
+    import numpy as np
+
+    from benchmarks.knot_rules import wins
+
+    base = np.array([1.0, 1.0, 1.0, 1.0])
+    assert wins(np.array([0.5, 0.5, 0.5, 1.1]), base, 0.5) and not wins(np.array([0.5, 0.5, 0.5, 1.1]), base, 1.0)
+    assert wins(np.array([0.9, 0.9, 0.9, 0.9]), base, 1.0)
+    assert not wins(np.array([0.1, 1.1, 1.1, 1.1]), base, 0.5)  # a lower mean alone is not enough
+    assert not wins(np.array([1.2, 0.9, 0.9, 0.9]), base, 1.0)  # nor three of four samples
+
+
+def test_skipping_every_evaluation_prompt_is_refused(capsys):
+    from benchmarks import knot_rules
+
+    assert knot_rules.main(["--quick", "--random-weights", "--skip-eval-prompts", "1"]) == 2
+    assert "--skip-eval-prompts 1 leaves no evaluation prompt of --eval-prompts 1" in capsys.readouterr().err
