@@ -535,8 +535,8 @@ def resolve_reuse(model: ModelPatcher, reuse: str) -> str:
     if reuse not in REUSE_MODES:
         raise OTCacheRuntimeError(f"unknown reuse mode {reuse!r}; choose one of {', '.join(REUSE_MODES)}")
     if reuse == "auto":
-        # Measured on the tiny models that cache like the real ones (benchmarks/tiny/README.md,
-        # held-out prompts, N = 28, K = 6; published / uniform schedule PSNR): FLUX block 21.0 /
+        # Measured on the trained tiny models (Qwen-Image caches like the real one only partly;
+        # benchmarks/tiny/README.md, held-out prompts, N = 28, K = 6; published / uniform schedule PSNR): FLUX block 21.0 /
         # 18.5 dB, output 23.9 / 20.5, residual 25.1 / 22.2; at N = 50 block 26.7 / 22.9, output
         # 30.5 / 24.9, residual 28.7 / 26.2; Qwen-Image block 21.5 / 21.4, output 23.6 / 23.2,
         # residual 25.3 / 24.9; HunyuanVideo block lowest too. Output and residual are within
