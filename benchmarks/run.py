@@ -521,7 +521,8 @@ def stage3_path(cell: Cell, objective, objectives, graph, reference: Schedule, a
                       neighbour_evals=args.neighbour_evals, known=known, metric=anchor_metric.name)
     costs_table.append({
         "stage": f"3 budget path: knots at K={k_anchor}..{k_ref}",
-        "detail": f"{path.scored} schedules scored (OT, graph, uniform, up to {args.neighbour_evals} one-step moves per knot)",
+        "detail": (f"{path.scored} schedules scored (OT, graph, uniform"
+                   + (f", up to {args.neighbour_evals} one-step moves per knot)" if args.neighbour_evals else ")")),
         "runs": sum(o.sampling_runs for o in objectives) - runs_before,
         "evaluations": sum(o.evaluations for o in objectives) - evals_before,
         "seconds": time.perf_counter() - begin})
@@ -934,8 +935,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--easycache-iters", type=int, help="bisection steps per budget [profile: 8]")
     ap.add_argument("--repeats", type=int, help="timing repeats of every run, median taken [profile: 1]")
     ap.add_argument("--knots", type=int, default=anchor_search.DEFAULT_KNOTS, help="anchor warp knots (default 5)")
-    ap.add_argument("--neighbour-evals", type=int, default=4,
-                    help="budget path: one-step neighbours scored per knot (default 4, as the node)")
+    ap.add_argument("--neighbour-evals", type=int, default=0,
+                    help="budget path: one-step neighbours scored per knot (default 0, as the node)")
     ap.add_argument("--max-skip", type=int, default=0,
                     help="graph window W; 0 = ceil((N-1)/(K_min-1)) + 1 for the smallest budget (default 0)")
     ap.add_argument("--reuse", default="auto", choices=("auto", "block", "residual", "output"),

@@ -64,12 +64,13 @@ class OTCacheAnchorSearch(io.ComfyNode):
                 # Added later: optional and last, so saved workflows keep their widget values in place.
                 io.Combo.Input("budget_path", options=["measure", "off"], default="measure", optional=True, advanced=True, tooltip=(
                     "measure: after the search, score a knot at every budget between the anchor and the reference "
-                    "(the better of the OT-interpolated schedule and the graph search's, then a few one-step moves), "
-                    "so every slider position is measured, and the slider draws the curve. About (K_r - K_a) x 6 "
+                    "(the best of the OT-interpolated, the graph search's and the uniform schedule), so every "
+                    "slider position is measured, and the slider draws the curve. At most (K_r - K_a + 1) x 3 "
                     "samplings per seed. off: the slider interpolates reference and anchor only.")),
-                io.Int.Input("neighbour_evals", default=4, min=0, max=64, optional=True, advanced=True, tooltip=(
-                    "Per knot, how many one-step neighbours of the best candidate may be scored (hill climbing); "
-                    "0 = only the interpolated and the graph schedule.")),
+                io.Int.Input("neighbour_evals", default=0, min=0, max=64, optional=True, advanced=True, tooltip=(
+                    "Per knot, how many one-step neighbours of the best candidate may also be scored (hill "
+                    "climbing). 0 (default): only the interpolated, graph and uniform schedules; with a few "
+                    "calibration seeds, moves that win on them often lose on other prompts.")),
                 io.Combo.Input("saved_result", options=list(SAVED_CHOICES), default=SAVED_CHOICES[0], optional=True,
                                tooltip="The last anchor travels in the saved workflow, with what it was searched for "
                                        "(model, sampler, scheduler, steps, cfg, budget, reference, settings). 'use if it "
@@ -94,7 +95,7 @@ class OTCacheAnchorSearch(io.ComfyNode):
     @classmethod
     def execute(cls, model, vae, positive, negative, latent_image, seed, seeds, sampler_name, scheduler, steps, cfg,
                 reference, budget=0, trials=30, storage="", reuse="auto", metric="lpips", budget_path="measure",
-                neighbour_evals=4, saved_result=SAVED_CHOICES[0]) -> io.NodeOutput:
+                neighbour_evals=0, saved_result=SAVED_CHOICES[0]) -> io.NodeOutput:
         node_id = node_id_of(cls)
         extra_pnginfo = cls.hidden.extra_pnginfo if cls.hidden is not None else None
         anchor, comparison, plot, text, record = anchor_or_saved(

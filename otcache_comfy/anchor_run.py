@@ -157,7 +157,7 @@ NODE_TYPE = "OTCacheAnchorSearch"
 def anchor_or_saved(saved_choice: str, extra_pnginfo, node_id, model, vae, positive, negative, latent_image: dict,
                     seed: int, seeds: int, sampler_name: str, scheduler: str, steps: int, cfg: float,
                     reference: Schedule, budget: int = 0, trials: int = 30, metric: str = "lpips", reuse: str = "auto",
-                    budget_path: str = "measure", neighbour_evals: int = 4, **search_options):
+                    budget_path: str = "measure", neighbour_evals: int = 0, **search_options):
     """(anchor, comparison, trials plot, text, saved record): the workflow's saved result when it was computed
     for these inputs (no sampling, :mod:`.saved_results`), else :func:`run_anchor_search`."""
     if not isinstance(reference, Schedule):
@@ -203,7 +203,7 @@ def search_anchor(model, vae, positive, negative, latent_image: dict, seed: int,
                   scheduler: str, steps: int, cfg: float, reference: Schedule, budget: int = 0, trials: int = 30,
                   storage: str = "", reuse: str = "auto", metric: str = "lpips", knots: int = 5,
                   node_id: str | None = None, lpips_factory=None, budget_path: str = "measure",
-                  neighbour_evals: int = 4) -> AnchorRun:
+                  neighbour_evals: int = 0) -> AnchorRun:
     """Search the anchor (Optuna), measure the budget path, draw the pictures."""
     if not isinstance(reference, Schedule):
         raise ValueError("reference must be an OTCache schedule (from a preset, the Reference node or text)")

@@ -76,6 +76,26 @@ def test_every_knot_beats_the_ot_graph_and_uniform_schedules_on_the_objective():
         assert path_schedule(path, knot.budget) == knot.schedule
 
 
+def test_by_default_each_knot_is_one_of_its_candidates_no_moves():
+    """Default: no hill climbing, so a knot is I_K, G_K or U_K (reference/anchor at their ends), the best of them."""
+    graph = all_graph_solutions(synthetic_costs(), "sum")
+    reference, anchor = graph[10], Schedule.uniform(N, 4)
+    calls = []
+
+    def objective(schedule):
+        calls.append(str(schedule))
+        return synthetic_objective(schedule)
+
+    path = build_path(objective, reference, anchor, graph)
+    for knot in path.knots:
+        own = {4: anchor, 10: reference}.get(knot.budget) or interpolate(reference, anchor, knot.budget)
+        candidates = [own, graph[knot.budget], Schedule.uniform(N, knot.budget)]
+        assert "+neighbours" not in knot.origin
+        assert knot.schedule in candidates
+        assert knot.objective == min(synthetic_objective(c) for c in candidates)
+    assert len(set(calls)) == len(calls) <= 3 * len(path.knots)
+
+
 def test_a_knot_takes_the_uniform_schedule_when_it_scores_best():
     """An objective whose unique optimum at each budget is uniform: every knot, the anchor's included, is uniform."""
     graph = all_graph_solutions(synthetic_costs(), "sum")
