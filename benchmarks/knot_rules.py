@@ -166,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
                "rules": {name: {"schedule": str(s), "psnr": float(np.mean(measured.heldout(s))),
                                 "margin": float(np.mean(measured.heldout(s))) - base,
                                 "calibration": float(np.mean(measured.calibration(s)))} for name, s in chosen.items()}}
+        # Every scored candidate, per sample, so a new rule can be replayed without sampling again.
+        row["scored"] = {key: {"calibration": measured.cal[key], "heldout": measured.held.get(key)}
+                         for key in measured.cal if Schedule.parse(key).budget == k}
         rows.append(row)
         say(f"K={k}: " + ", ".join(f"{name} {r['margin']:+.2f}" for name, r in row["rules"].items()))
     out = Path(args.out)

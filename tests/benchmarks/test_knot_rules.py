@@ -25,6 +25,12 @@ def test_rules_choose_schedules_of_their_budget_and_the_oracle_bounds_them(tmp_p
             assert rule["psnr"] <= rules["oracle"]["psnr"] + 1e-9
         # best-all is the calibration minimum over a pool that holds every other rule's start.
         assert rules["best-all"]["calibration"] <= rules["best3"]["calibration"] + 1e-12
+        # Every rule's choice is among the dumped candidates, with its per-sample scores.
+        scored = row["scored"]
+        for rule in rules.values():
+            assert rule["calibration"] == pytest.approx(sum(scored[rule["schedule"]]["calibration"])
+                                                        / len(scored[rule["schedule"]]["calibration"]))
+            assert len(scored[rule["schedule"]]["heldout"]) == 1  # quick profile: one held-out prompt
     assert (out / "knot_rules.md").read_text().startswith("| K | N/K |")
 
 
