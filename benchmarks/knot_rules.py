@@ -17,6 +17,9 @@ and per held-out prompt (PSNR against full compute), and replays the rules:
 - ``unanimous``: as ``climb``, but a move must win on every calibration sample;
 - ``graph-first``: the graph solution G_K unless I_K or U_K wins on every calibration sample,
   then ``unanimous`` moves (the graph search is the baseline the path must not lose to);
+- ``graph-clear``: no moves; G_K unless I_K or U_K beats it clearly, by more than one
+  standard error of the paired per-sample differences (the anchor at its own budget, where
+  stage 2 already measured G_K and U_K);
 - ``best-all``: the best of all scored candidates on the calibration mean;
 - ``oracle``: the best held out (no rule can know it: the ceiling).
 
@@ -117,6 +120,23 @@ def graph_first(measured: Measured, candidates: dict[str, Schedule]) -> Schedule
     return min(better, key=lambda s: float(np.mean(measured.calibration(s)))) if better else graph
 
 
+def clear_win(other: np.ndarray, base: np.ndarray) -> bool:
+    """``other`` lowers the calibration mean by more than one standard error of the paired differences."""
+    diff = other - base
+    spread = float(diff.std(ddof=1)) / np.sqrt(len(diff)) if len(diff) > 1 else 0.0
+    return float(diff.mean()) + spread < 0
+
+
+def graph_clear(measured: Measured, candidates: dict[str, Schedule]) -> Schedule:
+    """The anchor at its budget; elsewhere G_K unless a candidate clearly beats it (then the best of those)."""
+    if "anchor" in candidates:
+        return candidates["anchor"]
+    graph = candidates["graph"]
+    base = np.asarray(measured.calibration(graph))
+    better = [s for s in candidates.values() if clear_win(np.asarray(measured.calibration(s)), base)]
+    return min(better, key=lambda s: float(np.mean(measured.calibration(s)))) if better else graph
+
+
 def rules_at(measured: Measured, candidates: dict[str, Schedule], evals: int) -> dict[str, Schedule]:
     scores = _Scores(lambda s: float(np.mean(measured.calibration(s))))
     start = min(candidates.values(), key=lambda s: scores(s))
@@ -129,6 +149,7 @@ def rules_at(measured: Measured, candidates: dict[str, Schedule], evals: int) ->
         "majority": guarded_climb(measured, start, evals, 0.5),
         "unanimous": guarded_climb(measured, start, evals, 1.0),
         "graph-first": guarded_climb(measured, graph_first(measured, candidates), evals, 1.0),
+        "graph-clear": graph_clear(measured, candidates),
         "best-all": min(pool.values(), key=lambda s: scores(s)),
     }
     everything = [*pool.values(), *chosen.values()]
@@ -163,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         chosen = rules_at(measured, candidates, mine.neighbour_evals)
         base = max(float(np.mean(measured.heldout(s))) for s in (graph[k], Schedule.uniform(n, k)))
         row = {"budget": k, "speedup": n / k, "baseline_psnr": base, "candidates_scored": len(measured.cal),
+               "candidates": {name: str(s) for name, s in candidates.items()},
                "rules": {name: {"schedule": str(s), "psnr": float(np.mean(measured.heldout(s))),
                                 "margin": float(np.mean(measured.heldout(s))) - base,
                                 "calibration": float(np.mean(measured.calibration(s)))} for name, s in chosen.items()}}

@@ -18,7 +18,9 @@ def test_rules_choose_schedules_of_their_budget_and_the_oracle_bounds_them(tmp_p
     assert [r["budget"] for r in result["rows"]] == [4, 3]  # N = 10 at speedups 2.5 and 3.33 (quick profile)
     for row in result["rows"]:
         rules = row["rules"]
-        assert set(rules) == {"best3", "climb", "majority", "unanimous", "graph-first", "best-all", "oracle"}
+        assert set(rules) == {"best3", "climb", "majority", "unanimous", "graph-first", "graph-clear", "best-all",
+                              "oracle"}
+        assert rules["graph-clear"]["schedule"] in row["candidates"].values()
         for rule in rules.values():
             steps, compute = rule["schedule"].split(":")
             assert int(steps) == 10 and len(compute.split(",")) == row["budget"]
@@ -32,6 +34,17 @@ def test_rules_choose_schedules_of_their_budget_and_the_oracle_bounds_them(tmp_p
                                                         / len(scored[rule["schedule"]]["calibration"]))
             assert len(scored[rule["schedule"]]["heldout"]) == 1  # quick profile: one held-out prompt
     assert (out / "knot_rules.md").read_text().startswith("| K | N/K |")
+
+
+def test_a_clear_win_beats_the_paired_standard_error():
+    import numpy as np
+
+    from benchmarks.knot_rules import clear_win
+
+    base = np.array([-37.0, -36.0, -38.0, -37.5])
+    assert clear_win(base - 0.5, base)  # the same gain on every sample: no spread
+    assert not clear_win(base + np.array([-0.3, 0.25, -0.2, 0.17]), base)  # lower mean (-0.02), within the noise
+    assert not clear_win(base + 0.1, base)
 
 
 def test_a_guarded_move_must_win_on_every_sample_for_unanimous():
