@@ -788,8 +788,10 @@ def markdown(result: dict) -> str:
         "- OTCache: reference = minimax graph search on global edge costs at the smallest speedup's budget; "
         "anchor = Optuna search at the largest (the graph's own solution there among its seeds); between them "
         "the measured budget path: at every budget the best, on the calibration objective, of the OT-"
-        "interpolated, the graph and the uniform schedule, then a few one-step moves (hill climbing). "
-        "OT interpolation (paper) is plain stage 3 between the same reference and anchor.",
+        "interpolated, the graph and the uniform schedule"
+        + (f", then up to {cfg['neighbour_evals']} one-step moves (hill climbing). " if cfg.get("neighbour_evals")
+           else " (no one-step moves). ")
+        + "OT interpolation (paper) is plain stage 3 between the same reference and anchor.",
         "",
         margins_table(result["cells"]),
         "",
