@@ -517,7 +517,10 @@ def stage3_path(cell: Cell, objective, objectives, graph, reference: Schedule, a
     evals_before = sum(o.evaluations for o in objectives)
     known = {t.user_attrs[anchor_search.ATTR_SCHEDULE]: float(t.value) for t in study.trials
              if t.value is not None and anchor_search.ATTR_SCHEDULE in t.user_attrs}
-    path = build_path(objective, reference, anchor.with_metadata(params={}, metrics={}), graph,
+    def per_sample(schedule: Schedule) -> list[float]:
+        return [value for o in objectives for value in o.samples(schedule)]
+
+    path = build_path(per_sample, reference, anchor.with_metadata(params={}, metrics={}), graph,
                       neighbour_evals=args.neighbour_evals, known=known, metric=anchor_metric.name)
     costs_table.append({
         "stage": f"3 budget path: knots at K={k_anchor}..{k_ref}",
@@ -787,8 +790,8 @@ def markdown(result: dict) -> str:
         "HunyuanVideo 1.5 for HunyuanVideo) resampled to N, as points at their own speedups.",
         "- OTCache: reference = minimax graph search on global edge costs at the smallest speedup's budget; "
         "anchor = Optuna search at the largest (the graph's own solution there among its seeds); between them "
-        "the measured budget path: at every budget the best, on the calibration objective, of the OT-"
-        "interpolated, the graph and the uniform schedule"
+        "the measured budget path: at every budget the graph solution, unless the OT-interpolated or the "
+        "uniform schedule beats it on the calibration samples by more than one paired standard error"
         + (f", then up to {cfg['neighbour_evals']} one-step moves (hill climbing). " if cfg.get("neighbour_evals")
            else " (no one-step moves). ")
         + "OT interpolation (paper) is plain stage 3 between the same reference and anchor.",

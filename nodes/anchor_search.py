@@ -64,9 +64,10 @@ class OTCacheAnchorSearch(io.ComfyNode):
                 # Added later: optional and last, so saved workflows keep their widget values in place.
                 io.Combo.Input("budget_path", options=["measure", "off"], default="measure", optional=True, advanced=True, tooltip=(
                     "measure: after the search, score a knot at every budget between the anchor and the reference "
-                    "(the best of the OT-interpolated, the graph search's and the uniform schedule), so every "
-                    "slider position is measured, and the slider draws the curve. At most (K_r - K_a + 1) x 3 "
-                    "samplings per seed. off: the slider interpolates reference and anchor only.")),
+                    "(the graph search's schedule, unless the OT-interpolated or the uniform one beats it by more "
+                    "than the noise between seeds; with one seed, by any margin), so every slider position is "
+                    "measured, and the slider draws the curve. At most (K_r - K_a + 1) x 3 samplings per seed. "
+                    "off: the slider interpolates reference and anchor only.")),
                 io.Int.Input("neighbour_evals", default=0, min=0, max=64, optional=True, advanced=True, tooltip=(
                     "Per knot, how many one-step neighbours of the best candidate may also be scored (hill "
                     "climbing). 0 (default): only the interpolated, graph and uniform schedules; with a few "

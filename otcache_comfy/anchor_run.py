@@ -82,12 +82,17 @@ class Objective:
         self.evaluations += run.evaluations
         return decode_frames(self.vae, run.final)
 
-    def __call__(self, schedule: Schedule) -> float:
+    def samples(self, schedule: Schedule) -> list[float]:
+        """The distance per seed and batch item (the budget path tests knots against their noise)."""
         distances = []
         for seed in self.seeds:
             comfy.model_management.throw_exception_if_processing_interrupted()
             for got, want in zip(self.images(seed, schedule), self.references[seed]):
                 distances.append(float(self.metric(got, want).mean()))
+        return distances
+
+    def __call__(self, schedule: Schedule) -> float:
+        distances = self.samples(schedule)
         return sum(distances) / len(distances)
 
 
@@ -115,14 +120,15 @@ class PathScores:
 
     def __init__(self, path: Path):
         self.path = path
-        self.values: dict[str, float] = {}
+        self.values: dict[str, float | list[float]] = {}  # a mean (older files) or per-sample values
         if path.is_file():
             try:
-                self.values = {str(k): float(v) for k, v in json.loads(path.read_text()).items()}
-            except (ValueError, AttributeError):
+                self.values = {str(k): [float(x) for x in v] if isinstance(v, list) else float(v)
+                               for k, v in json.loads(path.read_text()).items()}
+            except (ValueError, AttributeError, TypeError):
                 log.warning("OTCache: ignoring unreadable budget-path scores %s", path)
 
-    def add(self, key: str, value: float) -> None:
+    def add(self, key: str, value: float | list[float]) -> None:
         self.values[key] = value
         write_atomic(self.path, json.dumps(self.values, sort_keys=True))
 
@@ -137,8 +143,8 @@ def measure_budget_path(objective: "Objective", reference: Schedule, anchor: Sch
     total = reference.budget - anchor.budget + 1
     bar = comfy.utils.ProgressBar(total, node_id=node_id)
 
-    def scored(schedule: Schedule) -> float:
-        value = objective(schedule)
+    def scored(schedule: Schedule) -> list[float]:
+        value = objective.samples(schedule)
         cache.add(str(schedule), value)
         return value
 

@@ -125,6 +125,56 @@ def test_hill_climbing_walks_to_a_better_neighbour_within_its_allowance():
     assert capped.objective < distance(start) and capped.schedule != target  # one move allowed, one made
 
 
+def test_the_graph_solution_stays_unless_beaten_beyond_the_noise():
+    """Per-sample scores: an OT schedule ahead of G_K by less than one paired standard error does not replace it."""
+    graph = all_graph_solutions(synthetic_costs(), "sum")
+    reference, anchor, budget = graph[10], Schedule.uniform(N, 4), 7
+    ot = interpolate(reference, anchor, budget).with_metadata(params={})
+    assert str(ot) != str(graph[budget])
+    base = [1.0, 2.0, 3.0, 4.0]
+
+    def objective_with(ot_samples):
+        def objective(schedule):
+            if str(schedule) in {str(g) for g in graph.values()}:
+                return base
+            return ot_samples if str(schedule) == str(ot) else [9.0] * 4
+        return objective
+
+    noisy = [b + d for b, d in zip(base, [-0.5, 0.6, -0.6, 0.42])]  # mean 0.02 lower, spread 0.3
+    knot = build_path(objective_with(noisy), reference, anchor, graph).knot_at(budget)
+    assert knot.origin == "graph" and knot.schedule == graph[budget] and knot.objective == pytest.approx(2.5)
+    clear = [b - 0.3 for b in base]
+    knot = build_path(objective_with(clear), reference, anchor, graph).knot_at(budget)
+    assert knot.origin == "interpolated" and str(knot.schedule) == str(ot) and knot.objective == pytest.approx(2.2)
+    # A mean alone (no per-sample values) cannot tell noise: the lower mean wins, as before.
+    means = build_path(lambda s: float(np.mean(objective_with(noisy)(s))), reference, anchor, graph)
+    assert means.knot_at(budget).origin == "interpolated"
+
+
+def test_clearly_better_and_bad_scores():
+    from comfyui_otcache.otcache_core.budget_path import _Scores, clearly_better
+    from comfyui_otcache.otcache_core.schedule import ScheduleError
+
+    a, b = Schedule.parse("10:0,3,9"), Schedule.parse("10:0,5,9")
+    scores = _Scores(lambda s: [1.0, 1.0] if s == a else [2.0, 2.0])
+    assert clearly_better(scores, a, b) and not clearly_better(scores, b, a) and not clearly_better(scores, a, a)
+    one = _Scores(lambda s: [1.0] if s == a else [1.1])  # one sample: no spread to judge, the mean decides
+    assert clearly_better(one, a, b)
+    for bad in ([], [1.0, float("nan")], float("inf")):
+        with pytest.raises(ScheduleError, match="must be finite"):
+            _Scores(lambda s, bad=bad: bad)(a)
+
+
+def test_path_scores_keep_per_sample_values_and_read_older_means(tmp_path):
+    from comfyui_otcache.otcache_comfy.anchor_run import PathScores
+
+    path = tmp_path / "study.path.json"
+    path.write_text('{"10:0,5,9": 0.25}')  # a file from before per-sample scores
+    scores = PathScores(path)
+    scores.add("10:0,3,9", [0.1, 0.3])
+    assert PathScores(path).values == {"10:0,5,9": 0.25, "10:0,3,9": [0.1, 0.3]}
+
+
 def test_known_scores_cost_nothing():
     graph = all_graph_solutions(synthetic_costs(), "sum")
     reference, anchor = graph[10], Schedule.uniform(N, 4)
