@@ -421,8 +421,8 @@ def run_cell(target: BenchTarget, steps: int, args, counter: TransformerCalls, l
     matrices, costs, reference = stage1_reference(cell)
     if args.stage1_only:
         return None
-    objective, objectives, graph, anchor, study = stage2_anchor(cell, matrices, costs, reference, anchor_metric)
-    path, otcache, plain_ot, direct = stage3_path(cell, objective, objectives, graph, reference, anchor, study,
+    _, objectives, graph, anchor, study = stage2_anchor(cell, matrices, costs, reference, anchor_metric)
+    path, otcache, plain_ot, direct = stage3_path(cell, objectives, graph, reference, anchor, study,
                                                   anchor_metric)
     easy = tune_easycache(cell)
     points = cell_points(cell, path, otcache, plain_ot, direct, easy)
@@ -508,7 +508,7 @@ def stage2_anchor(cell: Cell, matrices, costs, reference: Schedule, anchor_metri
     return objective, objectives, graph, anchor, study
 
 
-def stage3_path(cell: Cell, objective, objectives, graph, reference: Schedule, anchor: Schedule, study, anchor_metric):
+def stage3_path(cell: Cell, objectives, graph, reference: Schedule, anchor: Schedule, study, anchor_metric):
     """The measured budget path (knots at every budget, OT between); plain OT and the direct graph search too."""
     tag, steps, args, budgets, costs_table = cell.tag, cell.steps, cell.args, cell.budgets, cell.costs_table
     k_ref, k_anchor = budgets[0], budgets[-1]
