@@ -55,7 +55,7 @@ from benchmarks.run import (
     stage1_reference,
     stage2_anchor,
 )
-from comfyui_otcache.otcache_core.budget_path import _Scores, best_at_budget, neighbours
+from comfyui_otcache.otcache_core.budget_path import _Scores, best_at_budget, lower_beyond_noise, neighbours
 from comfyui_otcache.otcache_core.interpolate import interpolate
 from comfyui_otcache.otcache_core.schedule import Schedule
 
@@ -122,9 +122,9 @@ def graph_first(measured: Measured, candidates: dict[str, Schedule]) -> Schedule
 
 def clear_win(other: np.ndarray, base: np.ndarray) -> bool:
     """``other`` lowers the calibration mean by more than one standard error of the paired differences."""
-    diff = other - base
-    spread = float(diff.std(ddof=1)) / np.sqrt(len(diff)) if len(diff) > 1 else 0.0
-    return float(diff.mean()) + spread < 0
+    if len(other) < 2:
+        return float(other.mean()) < float(base.mean())
+    return lower_beyond_noise(list(other), list(base))
 
 
 def graph_clear(measured: Measured, candidates: dict[str, Schedule]) -> Schedule:

@@ -138,6 +138,11 @@ def clearly_better(scores: _Scores, other: Schedule, base: Schedule) -> bool:
     a, b = scores.samples.get(str(other)), scores.samples.get(str(base))
     if a is None or b is None or len(a) != len(b) or len(a) < 2:
         return True
+    return lower_beyond_noise(a, b)
+
+
+def lower_beyond_noise(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Paired samples: mean(a - b) plus one standard error of it is below zero (n >= 2)."""
     diff = [x - y for x, y in zip(a, b)]
     mean = math.fsum(diff) / len(diff)
     spread = math.sqrt(math.fsum((d - mean) ** 2 for d in diff) / (len(diff) - 1) / len(diff))
