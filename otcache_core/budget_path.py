@@ -111,11 +111,13 @@ class _Scores:
         self.calls = 0
 
     def _keep(self, key: str, value: "float | Sequence[float]") -> None:
-        per_sample = tuple(float(v) for v in value) if isinstance(value, Sequence) else (float(value),)
+        # Per-sample values come as any 1-D container (list, tuple, numpy array, tensor).
+        several = isinstance(value, Sequence) or getattr(value, "ndim", 0) >= 1
+        per_sample = tuple(float(v) for v in value) if several else (float(value),)
         if not per_sample or not all(math.isfinite(v) for v in per_sample):
             raise ScheduleError(f"the objective returned {value} for {key}; it must be finite")
         self.values[key] = math.fsum(per_sample) / len(per_sample)
-        if isinstance(value, Sequence):
+        if several:
             self.samples[key] = per_sample
 
     def __call__(self, schedule: Schedule) -> float:

@@ -160,6 +160,8 @@ def test_clearly_better_and_bad_scores():
     assert clearly_better(scores, a, b) and not clearly_better(scores, b, a) and not clearly_better(scores, a, a)
     one = _Scores(lambda s: [1.0] if s == a else [1.1])  # one sample: no spread to judge, the mean decides
     assert clearly_better(one, a, b)
+    arrays = _Scores(lambda s: np.array([1.0, 3.0]) if s == a else np.array([2.0, 2.0]))  # numpy, as lists
+    assert arrays(a) == 2.0 and arrays.samples[str(a)] == (1.0, 3.0) and not clearly_better(arrays, a, b)
     for bad in ([], [1.0, float("nan")], float("inf")):
         with pytest.raises(ScheduleError, match="must be finite"):
             _Scores(lambda s, bad=bad: bad)(a)
