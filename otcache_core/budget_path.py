@@ -205,10 +205,12 @@ def build_path(objective: Objective, reference: Schedule, anchor: Schedule,
             candidates = [("reference", reference)]
         else:
             candidates = [("interpolated", interpolate(reference, anchor, budget).with_metadata(params={}))]
-        if budget in graph:
+        inside = anchor.budget < budget < reference.budget
+        # At the ends the graph solution is usually the reference or anchor itself: it keeps that name.
+        if budget in graph and (inside or graph[budget] != candidates[0][1]):
             candidates.append(("graph", graph[budget]))
         candidates.append(("uniform", Schedule.uniform(reference.steps, budget)))
-        knot = best_at_budget(scores, candidates, neighbour_evals, keep_graph=anchor.budget < budget < reference.budget)
+        knot = best_at_budget(scores, candidates, neighbour_evals, keep_graph=inside)
         knots.append(Knot(knot.budget, knot.schedule.with_metadata(source="interpolated", params={}, metrics={}),
                           knot.objective, knot.origin))
         if on_knot is not None:

@@ -94,6 +94,8 @@ def test_by_default_each_knot_is_one_of_its_candidates_no_moves():
         assert knot.schedule in candidates
         assert knot.objective == min(synthetic_objective(c) for c in candidates)
     assert len(set(calls)) == len(calls) <= 3 * len(path.knots)
+    # The reference is its own graph solution here; its knot is labelled by what it is.
+    assert graph[10] == reference and path.knot_at(10).origin == "reference"
 
 
 def test_a_knot_takes_the_uniform_schedule_when_it_scores_best():
