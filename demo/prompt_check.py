@@ -177,6 +177,22 @@ def check_images(classifier: BackgroundClassifier, prompts: list, images: torch.
     return [prompt_satisfied(p, k, img) for p, k, img in zip(prompts, kinds, _as_64(images).numpy())]
 
 
+def shape_confusion(prompts: list, images: torch.Tensor) -> dict[str, dict[str, int]]:
+    """Per named shape, what the images show in the object's colour: how often each set of
+    shapes is found there (``"circle,square"``; ``"none"``). Tells a blob drawn for every
+    shape (all found as ``circle``) from a wrong shape or a missing object."""
+    table: dict[str, dict[str, int]] = {shape: {} for shape in data.SHAPES}
+    for prompt, image in zip(prompts, _as_64(images).numpy()):
+        for colour, shape in prompt.objects:
+            if shape == data.ANY:
+                continue
+            colours = data.COLOUR_NAMES if colour == data.ANY else (colour,)
+            found = [t for t in data.SHAPES if any(object_present(colour_mask(image, c), t) for c in colours)]
+            key = ",".join(found) or "none"
+            table[shape][key] = table[shape].get(key, 0) + 1
+    return table
+
+
 MIN_COLOUR_AREA = 0.5 * math.pi * data.OBJECT_SIZES[0] ** 2  # pixels: half the smallest named circle
 
 

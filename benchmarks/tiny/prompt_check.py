@@ -6,7 +6,8 @@ negative = the empty prompt, seed 7000 + k), decoded with the fixed codec and re
 ``demo/prompt_check.py`` (background kind by a small CNN, each named object against the
 renderer's own shape masks). Reported: the share of samples showing everything the prompt
 names; the share of each part present (``check_components``: background kind, colour, object
-in some shape, object as named); the same for true renders of the same prompts (the check's
+in some shape, object as named); per named shape, which shapes are found in the object's colour
+(``shape_confusion``); the same for true renders of the same prompts (the check's
 own ceiling); and a grid with a green or red frame per sample.
 
     .venv/bin/python benchmarks/tiny/prompt_check.py --family flux [--weights PATH] [--prompts 32]
@@ -103,6 +104,7 @@ def main() -> None:
               "background_rate": float(np.mean(background_ok)), "true_render_pass_rate": float(np.mean(ceiling)),
               "components": pc.check_components(classifier, prompts, images),
               "true_render_components": pc.check_components(classifier, prompts, truth),
+              "shape_confusion": pc.shape_confusion(prompts, images),
               "per_prompt": [{"prompt": p.text(), "passed": ok} for p, ok in zip(prompts, passed)]}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"prompt_check_{args.family}.json").write_text(json.dumps(result, indent=1))

@@ -55,3 +55,13 @@ def test_components_tell_a_blob_of_the_right_colour_from_the_named_shape():
     assert np.isnan(parts["background"])  # the prompt names no background kind
     parts = pc.check_components(classifier, [data.Prompt("any", (("blue", "square"),))], torch.from_numpy(image)[None])
     assert parts == {"background": parts["background"], "colour": 0.0, "object_any_shape": 0.0, "object": 0.0}
+
+
+def test_shape_confusion_says_what_is_drawn_for_each_named_shape():
+    """A red circle where a red triangle is asked, and nothing blue where a blue bar is: counted per named shape."""
+    prompt = data.Prompt("any", (("red", "triangle"), ("blue", "bar"), ("green", "any")))
+    image = np.full((64, 64, 3), 0.5, dtype=np.float32)
+    image[data._shape_mask("circle", 20, 20, 10, 0.0)] = data.COLOURS["red"]
+    table = pc.shape_confusion([prompt], torch.from_numpy(image)[None])
+    assert table["triangle"] == {"circle": 1} and table["bar"] == {"none": 1}
+    assert all(not counts for shape, counts in table.items() if shape not in ("triangle", "bar"))
