@@ -14,10 +14,8 @@ euler / simple / 28 steps / cfg 1, decoded with the fixed codec of data.py).
     .venv/bin/python benchmarks/tiny/train.py --family flux|qwen_image|hunyuan_video [--steps N] [--seed 0]
 
 Without ``--steps`` / ``--threads`` it uses the family's settings (``common.FAMILIES``): the
-settings the shipped weights were trained with. The data set is now v3 (one token per object,
-``prompt_tokens = object`` in the metadata); the shipped weights were trained on earlier
-versions (FLUX and Qwen-Image: v2, as at commit 03837d2; HunyuanVideo: v1), so this script no
-longer reproduces them until they are retrained (``benchmarks/tiny/README.md``).
+settings the shipped weights were trained with, on data set v3 (one token per object,
+``prompt_tokens = object`` in the metadata).
 """
 from __future__ import annotations
 
