@@ -148,11 +148,14 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "calibration_cost")
     ap.add_argument("--skip-batched", action="store_true", help="run only tail_batch 1 (the batched runs time batching)")
     ap.add_argument("--matrices", type=Path, help="save each cell's matrices here (for fast_cost_ideas.py replays)")
+    ap.add_argument("--tiny-weights-dir", type=Path, default=None,
+                    help="folder of <family>.safetensors to measure instead of the shipped demo/weights")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
     for family in args.models.split(","):
-        target = tiny_target(family, 1, args.eval)
+        weights = args.tiny_weights_dir / f"{family}.safetensors" if args.tiny_weights_dir else None
+        target = tiny_target(family, 1, args.eval, weights=weights)
         counter = CallCounter(target.model)
         for steps in map(int, args.steps.split(",")):
             rows.append(cell(target, steps, args.eval, counter, not args.skip_batched, args.matrices))
