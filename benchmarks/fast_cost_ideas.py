@@ -28,9 +28,14 @@ Ideas:
   column than ``exact / arrival``, T evaluations per edge and a per-column growth could
   replace whole tails.
 
+- *coarse tails* (measured: ``--coarse``): every edge's whole tail on every s-th sigma (s = 2,
+  3, 4) and its cost by the exact definition; if those costs ordered edges as the exact ones
+  do, lazy refinement could use them at 1/s of a tail each.
+
     .venv/bin/python benchmarks/fast_cost_ideas.py --measure flux:28 hunyuan_video:50   # save matrices (1 thread; minutes)
     .venv/bin/python benchmarks/calibration_cost.py --matrices DIR ...                 # or save them from that run
     .venv/bin/python benchmarks/fast_cost_ideas.py --truncated flux:28                  # truncated tails (1 thread; 2 min)
+    .venv/bin/python benchmarks/fast_cost_ideas.py --coarse flux:28 --dir DIR           # coarse tails (1 thread; 3 min)
     .venv/bin/python benchmarks/fast_cost_ideas.py                                       # replay -> results/fast_cost_ideas.md
 """
 from __future__ import annotations
@@ -115,6 +120,59 @@ def measure_truncated(cell: str, out: Path) -> None:
     np.savez(out / f"{family}_{steps}_truncated.npz", **{f"T{t}": e for t, e in errors.items()})
 
 
+COARSE_STRIDES = (2, 3, 4)
+
+
+def coarse_tail(setup, seed: int, start_x, j: int, stride: int):
+    """Full compute from ``start_x`` at step ``j`` to the end over every ``stride``-th sigma (and the last):
+    the tail of an edge into ``j`` for about 1/stride of its evaluations."""
+    import dataclasses
+
+    n = setup.steps
+    picks = sorted(set(range(j, n, stride)) | {n})
+    coarse = dataclasses.replace(setup, steps=len(picks) - 1)
+    coarse._sigmas = setup.sigmas[picks]
+    return coarse.sample(seed, None, start_x=start_x)
+
+
+def measure_coarse(cell: str, out: Path) -> None:
+    """Every window edge's cost with its tail run on a coarser sigma grid (``COARSE_STRIDES``), same setup as ``measure``.
+
+    ``c_s[i, j] = ||T_s(x~_j) - T_s(x_j)|| / ||T_s(x_j)||`` with ``T_s`` the stride-``s`` tail from
+    step ``j``: the exact definition (``error`` of the final latents) on a cheaper tail. Saved as
+    ``<cell>_coarse.npz`` (``S2`` ...) with the evaluations each stride spent (``evals_S2`` ...):
+    the tails of every edge plus one reference tail per end step, the full run and the arrivals.
+    """
+    from comfyui_otcache.otcache_core.edge_costs import error
+
+    family, steps, setup, first, window, mode = calibration_setup(cell)
+    full = setup.sample(first, None, record=True)
+    xs = full.xs
+    arrived = {}
+    used = full.evaluations
+    for i in range(steps - 2):
+        stop = min(i + window, steps - 1)
+        run = setup.sample(first, Schedule(stop - i + 1, (0, stop - i)), mode, start_step=i, start_x=xs[i],
+                           record=True, stop_step=stop)
+        used += run.evaluations
+        for j in range(i + 2, stop + 1):
+            arrived[(i, j)] = run.xs[j - i]
+    saved = {}
+    for stride in COARSE_STRIDES:
+        costs, spent = np.full((steps, steps), np.nan), used
+        for j in sorted({j for _, j in arrived}):
+            reference = coarse_tail(setup, first, xs[j], j, stride)
+            spent += reference.evaluations
+            for (i, j_), x in arrived.items():
+                if j_ == j:
+                    tail = coarse_tail(setup, first, x, j, stride)
+                    spent += tail.evaluations
+                    costs[i, j] = error(tail.final, reference.final)
+        saved[f"S{stride}"], saved[f"evals_S{stride}"] = costs, np.asarray(spent)
+        print(f"{cell} stride {stride}: {spent} evaluations", flush=True)
+    np.savez(out / f"{family}_{steps}_coarse.npz", **saved)
+
+
 def column_spread(exact: np.ndarray, carried: np.ndarray, window: int) -> float:
     """Mean over end steps j of the std of ``log(exact / carried)`` among the edges into j."""
     n, spreads = exact.shape[0], []
@@ -137,6 +195,28 @@ def truncation_rows(folder: Path) -> list[str]:
         carried = {0: np.load(folder / f"{cell}_arrival.npy"), **{int(k[1:]): v for k, v in np.load(path).items()}}
         for t, e in sorted(carried.items()):
             rows.append(f"| {cell} | {t} | {t} | {column_spread(exact, e, window):.3f} |")
+    return rows
+
+
+def coarse_rows(folder: Path) -> list[str]:
+    """Whole tails on a coarser sigma grid, as the cost of every edge: how close to the exact paths."""
+    rows = ["| cell | tail stride | evaluations (share of exact) | mean / std of log(coarse / exact) | "
+            "within-column std | W1 at N/2 | W1 at N/5 | bottleneck ratio N/2 | N/5 |", "|---|---|---|---|---|---|---|---|---|"]
+    for path in sorted(folder.glob("*_coarse.npz")):
+        cell = path.name[: -len("_coarse.npz")]
+        exact = np.load(folder / f"{cell}_global.npy")
+        window = int((folder / f"{cell}_window.txt").read_text())
+        n, saved = exact.shape[0], np.load(path)
+        budgets, known = [round(n / 2), round(n / 5)], np.isfinite(exact) & (exact > 0)
+        for key in sorted(k for k in saved.files if not k.startswith("evals_")):
+            costs = np.where(np.isfinite(exact), np.nan_to_num(saved[key], nan=0.0), np.inf)
+            logs = np.log(costs[known] / exact[known])
+            w1 = [w1_steps(Schedule(n, best_path(exact, k)), Schedule(n, best_path(costs, k))) for k in budgets]
+            ratio = [bottleneck(exact, best_path(costs, k)) / bottleneck(exact, best_path(exact, k)) for k in budgets]
+            used = int(saved[f"evals_{key}"])
+            rows.append(f"| {cell} | {key[1:]} | {used} ({used / fc.exact_evaluations(n, window):.3f}) | "
+                        f"{logs.mean():+.3f} / {logs.std():.3f} | {column_spread(exact, costs, window):.3f} | "
+                        f"{w1[0]:.2f} | {w1[1]:.2f} | {ratio[0]:.2f} | {ratio[1]:.2f} |")
     return rows
 
 
@@ -238,8 +318,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--measure", nargs="*", metavar="FAMILY:N", help="calibrate and save these cells first")
     ap.add_argument("--truncated", nargs="*", metavar="FAMILY:N", help="measure truncated tails of these cells first")
+    ap.add_argument("--coarse", nargs="*", metavar="FAMILY:N", help="measure coarse-grid tails of these cells first")
     ap.add_argument("--dir", type=Path, default=OUT)
     args = ap.parse_args()
+    for cell in args.coarse or []:
+        measure_coarse(cell, args.dir)
     for cell in args.measure or []:
         measure(cell, args.dir)
     for cell in args.truncated or []:
@@ -251,7 +334,11 @@ def main() -> None:
     truncated = ["", "## Truncated tails: does an error carried a few steps predict the edge's cost better?", "",
                  "If it did, a few tail steps per edge plus a per-column growth would replace whole tails. "
                  "T = 0 is the arrival error the shipped `fast` scales.", ""] + truncation_rows(args.dir)
-    (args.dir.parent / "fast_cost_ideas.md").write_text("\n".join(text + replay(args.dir) + truncated) + "\n")
+    coarse = ["", "## Coarse tails: each edge's whole tail on every s-th sigma", "",
+              "The exact definition on a cheaper tail (`--coarse`): if its costs ordered the edges as the exact "
+              "ones do, a lazy refinement with coarse tails would cost a fraction of `lazy-opt`'s.", ""]
+    (args.dir.parent / "fast_cost_ideas.md").write_text(
+        "\n".join(text + replay(args.dir) + truncated + coarse + coarse_rows(args.dir)) + "\n")
     print("\n".join(replay(args.dir)))
 
 
