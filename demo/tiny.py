@@ -89,7 +89,7 @@ FAMILIES = {
     # puts only 3.4% of shifted samples below sigma 0.2 (FLUX: 7%), so half the batch is
     # drawn uniformly in sigma to teach it the last steps too.
     "hunyuan_video": Family("hunyuan_video", HUNYUAN_ARCH, data.CLIP_FRAMES, data.LATENT // 2,
-                            uniform_sigma_share=0.5, train_steps=4000, train_threads=2,
+                            uniform_sigma_share=0.5, train_steps=9000, train_threads=2,
                             sampling_shift=VIDEO_SHIFT_256_TOKENS),
     # Single images in Wan's 5-D latent (as Qwen-Image). Its shift 8 puts few samples at low
     # noise, so half the batch is uniform in sigma (as HunyuanVideo). Trained for issue 17's
