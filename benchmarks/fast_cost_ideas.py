@@ -381,8 +381,10 @@ def main() -> None:
         measure_truncated(cell, args.dir)
     text = ["# Cheaper global calibration: ideas replayed on saved matrices", "",
             "Written by `benchmarks/fast_cost_ideas.py` (see its docstring for the ideas and the columns). Cells "
-            "`v3-*`: the shipped models under `output` reuse, matrices saved by `calibration_cost.py --matrices` "
-            "(2 threads); the others: the previous round's models under `block` reuse (`--measure`, 1 thread).", ""]
+            "`v3-*`: the models shipped when they were measured, under `output` reuse (`v3-hunyuan_video_28`: the "
+            "4,000-step HunyuanVideo, replaced since), matrices saved by `calibration_cost.py --matrices` "
+            "(2 threads; coarse tails at 1 thread); the others: the previous round's models under `block` reuse "
+            "(`--measure`, 1 thread).", ""]
     truncated = ["", "## Truncated tails: does an error carried a few steps predict the edge's cost better?", "",
                  "If it did, a few tail steps per edge plus a per-column growth would replace whole tails. "
                  "T = 0 is the arrival error the shipped `fast` scales.", ""] + truncation_rows(args.dir)
