@@ -186,8 +186,7 @@ def shape_confusion(prompts: list, images: torch.Tensor) -> dict[str, dict[str, 
         for colour, shape in prompt.objects:
             if shape == data.ANY:
                 continue
-            colours = data.COLOUR_NAMES if colour == data.ANY else (colour,)
-            found = [t for t in data.SHAPES if any(object_present(colour_mask(image, c), t) for c in colours)]
+            found = [t for t in data.SHAPES if named_object_present(image, colour, t)]
             key = ",".join(found) or "none"
             table[shape][key] = table[shape].get(key, 0) + 1
     return table
