@@ -35,7 +35,7 @@ Ideas:
     .venv/bin/python benchmarks/fast_cost_ideas.py --measure flux:28 hunyuan_video:50   # save matrices (1 thread; minutes)
     .venv/bin/python benchmarks/calibration_cost.py --matrices DIR ...                 # or save them from that run
     .venv/bin/python benchmarks/fast_cost_ideas.py --truncated flux:28                  # truncated tails (1 thread; 2 min)
-    .venv/bin/python benchmarks/fast_cost_ideas.py --coarse flux:28 --dir DIR           # coarse tails (1 thread; 3 min)
+    .venv/bin/python benchmarks/fast_cost_ideas.py --coarse flux:28 --dir DIR           # coarse tails (1 thread)
     .venv/bin/python benchmarks/fast_cost_ideas.py                                       # replay -> results/fast_cost_ideas.md
 """
 from __future__ import annotations
@@ -222,34 +222,15 @@ def coarse_rows(folder: Path) -> list[str]:
 
 def lazy_coarse(exact, arrival, coarse, window, stride: int, optimism: float):
     """``lazy-opt`` with coarse tails: the growth grid (stride 4) and every refined edge take their
-    coarse-tail cost and are charged a coarse tail, plus one coarse reference tail per end step.
-    Returns (costs, evaluations, edges measured)."""
+    coarse-tail cost (:func:`lazy_refine` run to convergence on the coarse values) and are charged a
+    coarse tail, plus one coarse reference tail per end step. Returns (costs, evaluations, edges measured)."""
     n = exact.shape[0]
-    values = np.nan_to_num(coarse, nan=0.0)
-    measured, budgets = initial_edges(n, window, 4, "middle"), [round(n / 2), round(n / 5)]
-
-    def costs(edges, scale):
-        done = np.zeros((n, n), dtype=bool)
-        for edge in edges:
-            done[edge] = True
-        out = fc.fast_costs(arrival, values, done, window)
-        out[~done & np.isfinite(out) & (out > 0)] *= scale
-        return out
-
-    while True:
-        current, wanted = costs(measured, optimism), []
-        for k in budgets:
-            path = best_path(current, k)
-            open_edges = [(a, b) for a, b in zip(path, path[1:]) if b - a > 1 and (a, b) not in measured]
-            if open_edges:
-                worst = max(open_edges, key=lambda e: current[e])
-                wanted += [worst] if worst not in wanted else []
-        if not wanted:
-            break
-        measured = measured + wanted
+    budgets = [round(n / 2), round(n / 5)]
+    costs, measured, _ = lazy_refine(np.nan_to_num(coarse, nan=0.0), arrival, window,
+                                     initial_edges(n, window, 4, "middle"), budgets, optimism, math.inf)
     tail = lambda j: math.ceil((n - j) / stride)  # noqa: E731
     used = n + (n - 2) + sum(tail(j) for _, j in measured) + sum(tail(j) for j in {j for _, j in measured})
-    return costs(measured, 1.0), used, len(measured)
+    return costs, used, len(measured)
 
 
 def lazy_coarse_rows(folder: Path) -> list[str]:

@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     target = make_targets(args, args.cal_prompts, args.eval_prompts)[0]()
     cell = make_cell(target, args.steps[0], args, TransformerCalls(target.model))
     matrices, costs, reference = stage1_reference(cell)
-    _, objectives, graph, anchor, _ = stage2_anchor(cell, matrices, costs, reference, anchor_metric)
+    objectives, graph, anchor, _ = stage2_anchor(cell, matrices, costs, reference, anchor_metric)
     measured = Measured(cell, objectives, mine.skip_eval_prompts)
     n, rows = cell.steps, []
     for k in cell.budgets[1:]:

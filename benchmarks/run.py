@@ -421,7 +421,7 @@ def run_cell(target: BenchTarget, steps: int, args, counter: TransformerCalls, l
     matrices, costs, reference = stage1_reference(cell)
     if args.stage1_only:
         return None
-    _, objectives, graph, anchor, study = stage2_anchor(cell, matrices, costs, reference, anchor_metric)
+    objectives, graph, anchor, study = stage2_anchor(cell, matrices, costs, reference, anchor_metric)
     path, otcache, plain_ot, direct = stage3_path(cell, objectives, graph, reference, anchor, study,
                                                   anchor_metric)
     easy = tune_easycache(cell)
@@ -505,7 +505,7 @@ def stage2_anchor(cell: Cell, matrices, costs, reference: Schedule, anchor_metri
         "seconds": anchor_seconds})
     say(f"{tag} anchor K={k_anchor}: {anchor} ({anchor_metric.name} {anchor.metrics['objective']:.4g})")
 
-    return objective, objectives, graph, anchor, study
+    return objectives, graph, anchor, study
 
 
 def stage3_path(cell: Cell, objectives, graph, reference: Schedule, anchor: Schedule, study, anchor_metric):
