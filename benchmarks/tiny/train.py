@@ -100,7 +100,7 @@ def run_key(args) -> str:
     """What a checkpoint belongs to: a checkpoint of another run is never resumed."""
     return json.dumps({"family": args.family, "seed": args.seed, "steps": args.steps, "batch": args.batch,
                        "lr": args.lr, "ema": args.ema, "threads": args.threads,
-                       "arch": training_arch(args)}, sort_keys=True)
+                       "arch": training_arch(args), "train_shift": args.train_shift}, sort_keys=True)
 
 
 def training_arch(args) -> dict:
@@ -190,6 +190,9 @@ def main() -> None:
     ap.add_argument("--arch", action="append", metavar="KEY=JSON",
                     help="override one architecture key of the family's config (repeatable), e.g. theta=64, "
                          "axes_dim=[4,14,14]; recorded in the weights' metadata")
+    ap.add_argument("--train-shift", choices=("default", "sampling"), default="default",
+                    help="draw training noise levels through the architecture's default shift (the shipped "
+                         "weights) or through the shift the model samples with (Family.sampling_shift)")
     ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     ap.add_argument("--stop-at", type=int, default=None,
                     help="stop at this step keeping the checkpoint, as an interruption would (tests resuming)")
@@ -215,6 +218,8 @@ def main() -> None:
     ema = copy.deepcopy(dm.state_dict())
     opt = torch.optim.AdamW(dm.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
     codec = codec_for(model)
+    if args.train_shift == "sampling":  # training_sigmas reads the model's own shift
+        set_sampling_shift(model, fam.sampling_shift)
     gen = torch.Generator().manual_seed(args.seed + 1)
     warmup = max(1, min(200, args.steps // 10))
     losses: list[float] = []
@@ -275,7 +280,7 @@ def main() -> None:
             "decoder": "demo/tiny_data.py PatchCodec (seed 4321, gain 4)",
             "prompt_tokens": data.TRAINED_LAYOUT, "data_set": "v3",
             "uniform_sigma_share": str(fam.uniform_sigma_share), "cond_dropout": str(fam.cond_dropout),
-            "cfg": str(fam.cfg), "sampling_shift": str(fam.sampling_shift)}
+            "cfg": str(fam.cfg), "sampling_shift": str(fam.sampling_shift), "train_shift": args.train_shift}
     state = {k: v.detach().to(torch.bfloat16).contiguous() for k, v in dm.state_dict().items()}
     args.weights_out.mkdir(parents=True, exist_ok=True)
     save_file(state, str(args.weights_out / f"{args.family}.safetensors"), metadata=meta)
