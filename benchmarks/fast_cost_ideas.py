@@ -13,7 +13,9 @@ minimax objective).
 
 Ideas:
 
-- ``middle/s``: the shipped estimator, growth measured on the middle edge into every s-th step;
+- ``growth`` and ``surface``: the two designs of ``otcache_core.fast_costs`` at their plan (``surface``,
+  the default since it was measured here: a smooth surface of the log-ratio over both ends of an edge);
+- ``middle/s``: the first shipped estimator (the ``growth`` design), growth measured on the middle edge into every s-th step;
 - ``alt/s``: as ``middle`` but every other measured edge is the 2-step edge ``j-2 -> j``, and
   2-step edges get their own interpolated growth (their ratio exact/arrival sits lower);
 - ``skip2/s``: growth measured on 2-step edges only;
@@ -347,6 +349,47 @@ def replay(folder: Path) -> list[str]:
     return rows
 
 
+def log_ratio_spread(exact: np.ndarray, arrival: np.ndarray, window: int) -> tuple[float, float, float]:
+    """Std of ``log(exact / arrival)`` over the window edges: raw, after a per-column (end step) factor,
+    and after a column and a row (start step) factor, each fitted by least squares on every edge."""
+    n = exact.shape[0]
+    edges = [(i, j) for i, j in window_edges(n, window) if exact[i, j] > 0 and arrival[i, j] > 0]
+    ratio = np.array([math.log(exact[e] / arrival[e]) for e in edges])
+    column = np.array([[float(j == c) for c in range(n)] for _, j in edges])
+    row = np.array([[float(i == r) for r in range(1, n)] for i, _ in edges])
+
+    def residual(features: np.ndarray) -> float:
+        coef, *_ = np.linalg.lstsq(features, ratio, rcond=None)
+        return float(np.std(ratio - features @ coef))
+
+    return float(np.std(ratio)), residual(column), residual(np.concatenate([column, row], axis=1))
+
+
+def surface_rows(folder: Path) -> list[str]:
+    """The shipped designs at their plan (a tenth of the exact evaluations): ``growth`` and ``surface``."""
+    rows = ["| cell | std of log(exact / arrival): raw / per column / column + row | design | evaluations "
+            "(share of exact) | W1 at N/2 | W1 at N/5 | bottleneck ratio N/2 | N/5 |",
+            "|---|---|---|---|---|---|---|---|"]
+    for exact_file in sorted(folder.glob("*_global.npy")):
+        cell = exact_file.name[: -len("_global.npy")]
+        exact, arrival = np.load(exact_file), np.load(folder / f"{cell}_arrival.npy")
+        window = int((folder / f"{cell}_window.txt").read_text())
+        n = exact.shape[0]
+        budgets = [round(n / 2), round(n / 5)]
+        spread = "{:.2f} / {:.2f} / {:.2f}".format(*log_ratio_spread(exact, arrival, window))
+        for design in fc.DESIGNS:
+            measured = fc.growth_edges(n, window, design=design)
+            done = np.zeros((n, n), dtype=bool)
+            done[tuple(np.array(measured).T)] = True
+            costs = fc.fast_costs(arrival, exact, done, window, design)
+            used = evaluations(n, measured)
+            w1 = [w1_steps(Schedule(n, best_path(exact, k)), Schedule(n, best_path(costs, k))) for k in budgets]
+            ratio = [bottleneck(exact, best_path(costs, k)) / bottleneck(exact, best_path(exact, k)) for k in budgets]
+            rows.append(f"| {cell} | {spread} | {design} | {used} ({used / fc.exact_evaluations(n, window):.3f}) | "
+                        f"{w1[0]:.2f} | {w1[1]:.2f} | {ratio[0]:.2f} | {ratio[1]:.2f} |")
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--measure", nargs="*", metavar="FAMILY:N", help="calibrate and save these cells first")
@@ -375,8 +418,13 @@ def main() -> None:
     lazy = ["", "Lazy refinement on coarse tails (`lazy_coarse`: `lazy-opt`, but every measured edge, the "
             "growth grid's included, takes its coarse-tail cost and is charged a coarse tail, plus a coarse "
             "reference tail per end step):", ""] + lazy_coarse_rows(args.dir)
+    surface = ["", "## The shipped designs: per-column growth (`growth`) and the log-ratio surface (`surface`)", "",
+               "`otcache_core.fast_costs`: the same columns measured, `surface` with edges of every length "
+               "and one smooth surface of log(exact / arrival) over both ends of an edge. The spread columns "
+               "say why: a factor per start step as well as per end step explains much of what a per-column "
+               "growth leaves (fitted on every edge, so a bound, not a plan).", ""] + surface_rows(args.dir)
     (args.dir.parent / "fast_cost_ideas.md").write_text(
-        "\n".join(text + replay(args.dir) + truncated + coarse + coarse_rows(args.dir) + lazy) + "\n")
+        "\n".join(text + surface + replay(args.dir) + truncated + coarse + coarse_rows(args.dir) + lazy) + "\n")
     print("\n".join(replay(args.dir)))
 
 

@@ -259,17 +259,26 @@ class CostMatrix:
         """An empty matrix: nothing measured yet."""
         n = int(steps)
         shape = (int(seeds), n, n)
-        return cls(steps, max_skip, seeds, edge_cost, np.full(shape, np.nan), np.zeros(shape, dtype=bool),
-                   dict(info or {}))
+        info = dict(info or {})
+        if edge_cost == "fast":
+            from .fast_costs import DEFAULT_DESIGN
+
+            info.setdefault("fast_design", DEFAULT_DESIGN)
+        return cls(steps, max_skip, seeds, edge_cost, np.full(shape, np.nan), np.zeros(shape, dtype=bool), info)
 
     # --- what is left
     @property
+    def fast_design(self) -> str:
+        """A fast calibration's design (:mod:`.fast_costs`); files saved before designs existed are ``growth``."""
+        return str(self.info.get("fast_design", "growth"))
+
+    @property
     def edges(self) -> list[tuple[int, int]]:
-        """The edges measured exactly: every window edge, or (``fast``) the growth edges."""
+        """The edges measured exactly: every window edge, or (``fast``) the design's growth edges."""
         if self.edge_cost == "fast":
             from .fast_costs import growth_edges
 
-            return growth_edges(self.steps, self.max_skip)
+            return growth_edges(self.steps, self.max_skip, design=self.fast_design)
         return window_edges(self.steps, self.max_skip)
 
     def pending(self, seed: int | None = None) -> list[tuple[int, int, int]]:
@@ -343,8 +352,8 @@ class CostMatrix:
         if len(ready) < self.seeds and (not allow_incomplete or not ready):
             raise EdgeCostError(
                 f"the fast calibration is incomplete ({len(ready)}/{self.seeds} seeds done); finish it first")
-        per_seed = [fast_costs(self.extras[arrival_key(s)].numpy(), self.values[s], self.done[s], self.max_skip)
-                    for s in ready]
+        per_seed = [fast_costs(self.extras[arrival_key(s)].numpy(), self.values[s], self.done[s], self.max_skip,
+                               self.fast_design) for s in ready]
         return np.mean(per_seed, axis=0)
 
     # --- file I/O

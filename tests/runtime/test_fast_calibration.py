@@ -40,10 +40,11 @@ def test_fast_calibration_runs_a_tenth_of_the_exact_evaluations(model):
     stride = growth_stride(n, w)
     assert calls == stats.evaluations == fast_evaluations(n, w, stride) + REPLAY_CHECK
     assert calls <= exact_evaluations(n, w) / 10
-    assert matrix.complete and matrix.edges == growth_edges(n, w)
+    assert matrix.fast_design == "surface"  # new fast calibrations fit the surface
+    assert matrix.complete and matrix.edges == growth_edges(n, w, design="surface")
     costs = matrix.costs()
     arrival = matrix.extras[arrival_key(0)].numpy()
-    for i, j in growth_edges(n, w):  # measured edges keep their exact cost
+    for i, j in growth_edges(n, w, design="surface"):  # measured edges keep their exact cost
         assert costs[i, j] == matrix.values[0, i, j] > 0
     assert np.isfinite(arrival[0, 2]) and np.isnan(arrival[0, 1])  # window edges only
     best_path(costs, min_budget(n, w))  # a usable matrix down to the smallest budget
@@ -99,10 +100,10 @@ def test_interrupted_fast_calibration_resumes_without_recomputing(model, tmp_pat
     (_, _, first_j), = [(s, i, j) for s in range(2) for i, j in resumed.edges if resumed.done[s, i, j]]
     with count_block_stack_calls(model) as counter:
         stats = cal.calibrate(setup_for(model, n), 7, resumed, "output", path=path)
-    assert stats.edges == len(growth_edges(n, w)) * 2 - 1 and stats.recorded == 0
+    assert stats.edges == len(growth_edges(n, w, design="surface")) * 2 - 1 and stats.recorded == 0
     # Resumed: no trajectory, no arrival pass; each remaining tail, one arrival run to rebuild its start, and
     # the once-per-call replay check.
-    tails = sum(n - j for s in range(2) for i, j in growth_edges(n, w)) - (n - first_j)
+    tails = sum(n - j for s in range(2) for i, j in growth_edges(n, w, design="surface")) - (n - first_j)
     assert counter["calls"] == stats.evaluations == tails + stats.edges + REPLAY_CHECK
     whole, _, _ = calibrated(model, n, w, "fast", seeds=2)
     np.testing.assert_allclose(resumed.costs(), whole.costs(), rtol=1e-6)
