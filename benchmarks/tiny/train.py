@@ -9,7 +9,7 @@ deterministic one).
 The data set is ``demo/tiny_data.py`` (images; 4-frame clips for HunyuanVideo).
 Writes ``weights/<family>.safetensors`` (bf16, EMA weights, metadata: arch, seed, steps,
 loss), ``flux_loss.png`` (loss curve) and ``flux_samples.png`` (held-out prompts,
-euler / simple / 28 steps / cfg 1, decoded with the fixed codec of data.py).
+euler / simple / 28 steps / the family's cfg, decoded with the fixed codec of data.py).
 
     .venv/bin/python benchmarks/tiny/train.py --family flux|qwen_image|hunyuan_video [--steps N] [--seed 0]
 

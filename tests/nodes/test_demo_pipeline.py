@@ -189,7 +189,7 @@ def test_demo_workflow_is_the_whole_pipeline_with_a_full_compute_row():
         sampled = widgets(sampler)
         for key in ("seed", "sampler_name", "scheduler", "steps", "cfg"):
             assert sampled[key] == calibrated[key] == searched[key], key
-        assert (sampled["steps"], sampled["sampler_name"], sampled["scheduler"], sampled["cfg"]) == (28, "euler", "simple", 1)
+        assert (sampled["steps"], sampled["sampler_name"], sampled["scheduler"], sampled["cfg"]) == (28, "euler", "simple", 3)
         for name in ("positive", "negative", "latent_image"):
             assert _link_source(workflow, sampler["id"], name) == _link_source(workflow, reference["id"], name)
         origin, _ = _link_source(workflow, sampler["id"], "model")
