@@ -231,7 +231,7 @@ def _summary(schedule: Schedule, edge_cost: str, objective: str, matrix: CostMat
              measured: Measured | None, path: Path) -> str:
     label = {"global": "global (exact)",
              "fast": f"fast (global costs estimated from {len(matrix.edges)} exact tails per seed and each edge's "
-                     "arrival error)",
+                     f"arrival error; {matrix.fast_design} design)",
              "local": "local (PREVIEW: assumes errors add; use fast or global for a real reference)"}[edge_cost]
     lines = [
         f"OTCache Reference K={schedule.budget}/N={schedule.steps} ({schedule.speedup:.2f}x): {schedule}",
