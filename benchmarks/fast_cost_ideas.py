@@ -406,7 +406,8 @@ def main() -> None:
     text = ["# Cheaper global calibration: ideas replayed on saved matrices", "",
             "Written by `benchmarks/fast_cost_ideas.py` (see its docstring for the ideas and the columns). Cells "
             "`v3-*`: the models shipped when they were measured, under `output` reuse (`v3-hunyuan_video_28`: the "
-            "4,000-step HunyuanVideo, replaced since), matrices saved by `calibration_cost.py --matrices` "
+            "4,000-step HunyuanVideo, replaced since; `v4-hunyuan_video_9k_*`: the 9,000-step one shipped now), matrices "
+            "saved by `calibration_cost.py --matrices` "
             "(2 threads; coarse tails at 1 thread); the others: the previous round's models under `block` reuse "
             "(`--measure`, 1 thread).", ""]
     truncated = ["", "## Truncated tails: does an error carried a few steps predict the edge's cost better?", "",

@@ -77,7 +77,7 @@ class ReferenceOptions:
     seed: int = 0
     seeds: int = DEFAULT_SEEDS
     budget: int = 0  # 0: default_budget(steps, max_skip)
-    edge_cost: str = "global"
+    edge_cost: str = "fast"
     objective: str = "minimax"
     max_skip: int = DEFAULT_MAX_SKIP
     reuse: str = "auto"

@@ -28,8 +28,8 @@ total within a share (default 1/10) of the exact calibration's.
 **Two designs.** ``growth`` (the first, kept for calibrations saved with it): the middle
 edge into each measured step, and :math:`g_j` per column as above. ``surface`` (the
 default since): the growth also depends on where the edge *starts* (measured on the tiny
-models: a per-column growth leaves a log-spread of 0.13-0.32 within a column, a column and
-a row factor 0.07-0.24), so the log-ratio is fitted as one smooth surface over the edge's
+models: a per-column growth leaves a log-spread of 0.12-0.32, a column and a row factor
+0.05-0.23), so the log-ratio is fitted as one smooth surface over the edge's
 two ends,
 
 .. math::

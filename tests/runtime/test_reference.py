@@ -244,7 +244,7 @@ def test_node_execute_outside_a_server(model, conds, global_ref, runs):
     assert schema.node_id == "OTCacheReference" and schema.display_name == "OTCache Reference"
     assert schema.category == "OTCache"
     inputs = {i.id: i for i in schema.inputs}
-    assert inputs["edge_cost"].default == "global" and "PREVIEW" in inputs["edge_cost"].tooltip
+    assert inputs["edge_cost"].default == "fast" and "PREVIEW" in inputs["edge_cost"].tooltip
     assert inputs["objective"].default == "minimax" and inputs["seeds"].default == 2
     positive, negative = conds
     out = OTCacheReference.execute(model=model, positive=positive, negative=negative,
