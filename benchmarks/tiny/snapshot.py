@@ -32,7 +32,8 @@ def snapshot(checkpoint: Path, out: Path) -> dict:
         raise SystemExit(f"{checkpoint} holds no EMA weights; is it a train.py checkpoint?")
     meta = {"family": run["family"], "arch": json.dumps(run["arch"]), "seed": str(run["seed"]),
             "steps": str(state["step"]), "planned_steps": str(run["steps"]), "threads": str(run["threads"]),
-            "cfg": str(fam.cfg), "sampling_shift": str(fam.sampling_shift), "prompt_tokens": TRAINED_LAYOUT, "snapshot_of": str(checkpoint)}
+            "cfg": str(fam.cfg), "sampling_shift": str(fam.sampling_shift), "prompt_tokens": TRAINED_LAYOUT,
+            "train_shift": run.get("train_shift", "default"), "snapshot_of": str(checkpoint)}
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file(ema, str(out), metadata=meta)
     return meta

@@ -13,6 +13,10 @@ euler / simple / 28 steps / the family's cfg, decoded with the fixed codec of da
 
     .venv/bin/python benchmarks/tiny/train.py --family flux|qwen_image|hunyuan_video [--steps N] [--seed 0]
 
+``--train-shift sampling`` draws the training noise levels through the shift the model samples
+with instead of the architecture's default (the shipped weights use the default; tried on
+FLUX, it drew fewer named shapes: ``README.md``, hypothesis 2).
+
 Without ``--steps`` / ``--threads`` it uses the family's settings (``common.FAMILIES``): the
 settings the shipped weights were trained with, on data set v3 (one token per object,
 ``prompt_tokens = object`` in the metadata).

@@ -207,7 +207,8 @@ def test_a_snapshot_of_a_running_training_loads_as_its_ema_weights(tmp_path):
     from benchmarks.tiny.train import Checkpoint, run_key, training_arch
     from comfyui_otcache.demo.tiny import load_weights
 
-    args = argparse.Namespace(family="flux", seed=0, steps=100, batch=2, lr=1e-3, ema=0.9, threads=1, arch=None)
+    args = argparse.Namespace(family="flux", seed=0, steps=100, batch=2, lr=1e-3, ema=0.9, threads=1, arch=None,
+                              train_shift="sampling")
     arch = training_arch(args)
     model = common.build_tiny_model("flux", 0, **arch)
     dm = model.model.diffusion_model
@@ -216,6 +217,7 @@ def test_a_snapshot_of_a_running_training_loads_as_its_ema_weights(tmp_path):
     Checkpoint(tmp_path / "flux_ckpt", run_key(args)).save(50, dm, ema, opt, torch.Generator(), [1.0], 3.0)
     meta = snapshot(tmp_path / "flux_ckpt", tmp_path / "snap.safetensors")
     assert meta["steps"] == "50" and meta["planned_steps"] == "100" and meta["prompt_tokens"] == "object"
+    assert meta["train_shift"] == "sampling"
     assert common.sampling_shift(meta) == common.get_family("flux").sampling_shift
     loaded, loaded_meta = load_weights("flux", tmp_path / "snap.safetensors")
     name = "final_layer.linear.weight"
@@ -275,3 +277,22 @@ def test_an_interrupted_training_resumes_to_the_same_weights(tmp_path):
     b = load_file(str(tmp_path / "resumed" / "w" / "flux.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not (tmp_path / "resumed" / "flux_ckpt").exists()  # a finished run removes its checkpoint
+
+
+def test_training_at_the_sampling_shift_draws_lower_noise_levels_and_keys_its_checkpoint():
+    """train.py --train-shift sampling: noise levels through the shift the model samples with, in its own checkpoint."""
+    import argparse
+
+    from benchmarks.tiny.train import run_key
+
+    fam = common.get_family("flux")
+    model = common.build_tiny_model("flux", 0, **fam.arch)
+    default = common.training_sigmas(model, fam, 4096, torch.Generator().manual_seed(0))
+    common.set_sampling_shift(model, fam.sampling_shift)  # what train.py does for --train-shift sampling
+    sampling = common.training_sigmas(model, fam, 4096, torch.Generator().manual_seed(0))
+    uniform = round(fam.uniform_sigma_share * 4096)
+    assert torch.equal(default[:uniform], sampling[:uniform])  # the uniform share is the same draw
+    assert (sampling[uniform:] < default[uniform:]).all()  # mu 0.5 < FLUX's default 1.15: lower sigma, same t
+    keys = {shift: run_key(argparse.Namespace(family="flux", seed=0, steps=10, batch=2, lr=1e-3, ema=0.9, threads=1,
+                                              arch=None, train_shift=shift)) for shift in ("default", "sampling")}
+    assert keys["default"] != keys["sampling"]  # a checkpoint of one is never resumed as the other
