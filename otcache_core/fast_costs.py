@@ -92,11 +92,17 @@ def growth_stride(steps: int, max_skip: int, share: float = DEFAULT_SHARE) -> in
     return max(steps - 3, 1)
 
 
-def growth_edge(j: int, max_skip: int) -> tuple[int, int]:
-    """The edge ending at ``j`` whose tail measures the growth there: the middle of the edges into ``j``."""
+def _starts_into(j: int, max_skip: int) -> list[int]:
+    """The start steps of the window edges that end at ``j``."""
     starts = list(range(max(0, j - max_skip), j - 1))
     if not starts:
         raise EdgeCostError(f"no edge of the window ends at step {j}")
+    return starts
+
+
+def growth_edge(j: int, max_skip: int) -> tuple[int, int]:
+    """The edge ending at ``j`` whose tail measures the growth there: the middle of the edges into ``j``."""
+    starts = _starts_into(j, max_skip)
     return starts[len(starts) // 2], j
 
 
@@ -105,9 +111,7 @@ def surface_edge(k: int, j: int, max_skip: int) -> tuple[int, int]:
     among the edges into ``j`` by the golden-ratio sequence ``frac(k * phi)``, so that the
     measured edges take every length, evenly, for any window, and the surface sees rows as
     well as columns."""
-    starts = list(range(max(0, j - max_skip), j - 1))
-    if not starts:
-        raise EdgeCostError(f"no edge of the window ends at step {j}")
+    starts = _starts_into(j, max_skip)
     return starts[int(((k * GOLDEN) % 1.0) * len(starts))], j
 
 
