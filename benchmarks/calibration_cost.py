@@ -51,10 +51,10 @@ class CallCounter:
 
 
 def calibrations(setup: SamplingSetup, seed: int, window: int, mode: str, counter: CallCounter,
-                 batched: bool = True) -> dict:
+                 batched: bool = True, seeds: int = 1) -> dict:
     out = {}
     for edge_cost, batch in VARIANTS if batched else [v for v in VARIANTS if v[1] == 1]:
-        matrix = CostMatrix.new(setup.steps, window, 1, edge_cost)
+        matrix = CostMatrix.new(setup.steps, window, seeds, edge_cost)
         calls, start = counter.calls, time.perf_counter()
         stats = calibrate(setup, seed, matrix, mode, tail_batch=batch)
         out[f"{edge_cost}/{batch}"] = {"matrix": matrix, "evaluations": stats.evaluations,
@@ -86,7 +86,7 @@ def save_matrices(folder: Path, name: str, runs: dict) -> None:
 
 
 def cell(target, steps: int, eval_count: int, counter: CallCounter, batched: bool = True,
-         matrices: Path | None = None) -> dict:
+         matrices: Path | None = None, seeds: int = 1) -> dict:
     budgets = budgets_for(steps, [2, 6])
     window = auto_window(steps, budgets[-1])
     mode = resolve_reuse(target.model, "auto")
@@ -94,10 +94,10 @@ def cell(target, steps: int, eval_count: int, counter: CallCounter, batched: boo
     pos, neg = target.cal_conds[0]
     setup = SamplingSetup(target.model, pos, neg, target.latent, target.sampler, target.scheduler, steps,
                           float(target.cfg))
-    runs = calibrations(setup, first, window, mode, counter, batched)
-    if matrices is not None:
+    runs = calibrations(setup, first, window, mode, counter, batched, seeds)
+    if matrices is not None and seeds == 1:  # the replays read one seed's arrival errors
         save_matrices(matrices, f"{target.name}_{steps}", runs)
-    row = {"model": target.name, "steps": steps, "max_skip": window, "reuse": mode,
+    row = {"model": target.name, "steps": steps, "max_skip": window, "reuse": mode, "seeds": seeds,
            "cost": {k: {f: v[f] for f in ("evaluations", "model_calls", "seconds")} for k, v in runs.items()},
            "budgets": {}}
     exact, fast = runs["global/1"]["matrix"].costs(), runs["fast/1"]["matrix"].costs()
@@ -118,14 +118,15 @@ def markdown(rows: list[dict]) -> str:
              "One calibration prompt and seed, euler / simple, the benchmark's window W and the model's auto "
              "reuse; held-out PSNR on the benchmark's evaluation prompts and seeds. Evaluations are per latent; "
              "model calls count one per batched call. Written by `benchmarks/calibration_cost.py`.", "",
-             "| model | N | W | global: evals / calls / s | global batch 4 | fast | fast batch 4 | fast/global evals |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| model | N | W | seeds | global: evals / calls / s | global batch 4 | fast | fast batch 4 | fast/global evals |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         c = r["cost"]
         cells = [f"{c[k]['evaluations']} / {c[k]['model_calls']} / {c[k]['seconds']:.0f}" if k in c else "not run"
                  for k in ("global/1", "global/4", "fast/1", "fast/4")]
         share = c["fast/1"]["evaluations"] / c["global/1"]["evaluations"]
-        lines.append(f"| {r['model']} | {r['steps']} | {r['max_skip']} | " + " | ".join(cells) + f" | {share:.3f} |")
+        lines.append(f"| {r['model']} | {r['steps']} | {r['max_skip']} | {r.get('seeds', 1)} | " + " | ".join(cells)
+                     + f" | {share:.3f} |")
     lines += ["", "| model | N | K | W1 (steps) | held-out PSNR global | fast | fast - global |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         for k, b in r["budgets"].items():
@@ -147,6 +148,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=RESULTS / "calibration_cost")
     ap.add_argument("--skip-batched", action="store_true", help="run only tail_batch 1 (the batched runs time batching)")
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="calibration seeds (the first prompt with seeds s, s+1, ...; the node's default is 2)")
     ap.add_argument("--matrices", type=Path, help="save each cell's matrices here (for fast_cost_ideas.py replays)")
     ap.add_argument("--tiny-weights-dir", type=Path, default=None,
                     help="folder of <family>.safetensors to measure instead of the shipped demo/weights")
@@ -158,7 +161,7 @@ def main() -> None:
         target = tiny_target(family, 1, args.eval, weights=weights)
         counter = CallCounter(target.model)
         for steps in map(int, args.steps.split(",")):
-            rows.append(cell(target, steps, args.eval, counter, not args.skip_batched, args.matrices))
+            rows.append(cell(target, steps, args.eval, counter, not args.skip_batched, args.matrices, args.seeds))
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "budgets"}), json.dumps(rows[-1]["budgets"]),
                   flush=True)
             args.out.parent.mkdir(parents=True, exist_ok=True)
