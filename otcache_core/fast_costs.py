@@ -119,16 +119,21 @@ def growth_edges(steps: int, max_skip: int, share: float = DEFAULT_SHARE,
                  design: str = "growth") -> list[tuple[int, int]]:
     """The edges a fast calibration of ``design`` measures exactly, in run order (by ``j``)."""
     js = growth_steps(steps, growth_stride(steps, max_skip, share))
-    if design == "growth":
+    if _checked(design) == "growth":
         return [growth_edge(j, max_skip) for j in js]
-    if design == "surface":
-        return [surface_edge(k, j, max_skip) for k, j in enumerate(js)]
-    raise EdgeCostError(f"unknown fast design {design!r}; one of {', '.join(DESIGNS)}")
+    return [surface_edge(k, j, max_skip) for k, j in enumerate(js)]
+
+
+def _checked(design: str) -> str:
+    if design not in DESIGNS:
+        raise EdgeCostError(f"unknown fast design {design!r}; one of {', '.join(DESIGNS)}")
+    return design
 
 
 def fast_costs(arrival: np.ndarray, exact: np.ndarray, done: np.ndarray, max_skip: int,
                design: str = "growth") -> np.ndarray:
-    """One seed's (N, N) cost estimate: exact where measured, ``g_j * a_ij`` elsewhere.
+    """One seed's (N, N) cost estimate: exact where measured, ``g_j * a_ij`` elsewhere (the ``growth``
+    design; ``design="surface"`` is :func:`surface_costs`).
 
     ``arrival[i, j]`` is the arrival error of every window edge, ``exact`` and ``done`` the
     exactly measured edges (the growth edges). ``g_j`` is the geometric mean of
@@ -136,11 +141,9 @@ def fast_costs(arrival: np.ndarray, exact: np.ndarray, done: np.ndarray, max_ski
     ``log g`` over ``j`` and held constant beyond the measured range. Non-window entries: 0
     on ``j = i + 1``, inf elsewhere (as :meth:`.edge_costs.CostMatrix.costs`).
     """
-    arrival, exact, done = np.asarray(arrival, float), np.asarray(exact, float), np.asarray(done, bool)
-    if design == "surface":
+    if _checked(design) == "surface":
         return surface_costs(arrival, exact, done, max_skip)
-    if design != "growth":
-        raise EdgeCostError(f"unknown fast design {design!r}; one of {', '.join(DESIGNS)}")
+    arrival, exact, done = np.asarray(arrival, float), np.asarray(exact, float), np.asarray(done, bool)
     n = arrival.shape[0]
     logs: dict[int, list[float]] = {}
     for i, j in window_edges(n, max_skip):
