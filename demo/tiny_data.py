@@ -270,35 +270,65 @@ def draw(lay: Layout, frame: float = 0.0) -> np.ndarray:
     return img
 
 
+def object_mask(lay: Layout, frame: float = 0.0) -> np.ndarray:
+    """The pixels ``[64, 64]`` (bool) that :func:`draw` paints with an object at ``frame``."""
+    mask = np.zeros((IMAGE, IMAGE), dtype=bool)
+    for k, (_, s, size, cx, cy, angle) in enumerate(lay.items):
+        if lay.velocities is not None:
+            cx, cy = cx + lay.velocities[k, 0] * frame, cy + lay.velocities[k, 1] * frame
+        mask |= _shape_mask(s, cx, cy, size, angle)
+    return mask
+
+
 def render(prompt: Prompt, rng: np.random.Generator) -> np.ndarray:
     """One image ``[64, 64, 3]`` in [0, 1] matching ``prompt``; the open attributes come from ``rng``."""
     return draw(layout(prompt, rng))
 
 
-def render_clip(prompt: Prompt, rng: np.random.Generator, frames: int = CLIP_FRAMES) -> np.ndarray:
-    """A clip ``[frames, 32, 32, 3]``: the layout of :func:`render`, objects moving at open velocities.
-
-    Frames are drawn at 64x64 and averaged over 2x2 pixels, so a clip of ``CLIP_FRAMES``
-    frames is a ``[16, 4, 16, 16]`` latent: 4 x 8 x 8 = 256 HunyuanVideo tokens (patch 1x2x2).
-    """
+def clip_layout(prompt: Prompt, rng: np.random.Generator) -> Layout:
+    """The layout of :func:`layout` with the objects' open velocities (pixels per frame) drawn after it."""
     lay = layout(prompt, rng)
     lay.velocities = rng.uniform(-4.0, 4.0, (len(lay.items), 2))
+    return lay
+
+
+def draw_clip(lay: Layout, frames: int = CLIP_FRAMES) -> np.ndarray:
+    """Frames drawn at 64x64 and averaged over 2x2 pixels: ``[frames, 32, 32, 3]``."""
     clip = np.stack([draw(lay, f) for f in range(frames)])
     return clip.reshape(frames, IMAGE // 2, 2, IMAGE // 2, 2, 3).mean(axis=(2, 4))
 
 
-def sample_batch(seed: int, index: int, batch: int, p_any: float = 0.25, frames: int | None = None):
+def render_clip(prompt: Prompt, rng: np.random.Generator, frames: int = CLIP_FRAMES) -> np.ndarray:
+    """A clip ``[frames, 32, 32, 3]``: the layout of :func:`render`, objects moving at open velocities.
+
+    A clip of ``CLIP_FRAMES`` frames is a ``[16, 4, 16, 16]`` latent: 4 x 8 x 8 = 256
+    HunyuanVideo tokens (patch 1x2x2).
+    """
+    return draw_clip(clip_layout(prompt, rng), frames)
+
+
+def sample_batch(seed: int, index: int, batch: int, p_any: float = 0.25, frames: int | None = None,
+                 masks: bool = False):
     """Deterministic batch number ``index`` of stream ``seed``: (prompts, images ``[B, 64, 64, 3]``).
 
-    With ``frames``, clips ``[B, frames, 32, 32, 3]`` (:func:`render_clip`) instead.
+    With ``frames``, clips ``[B, frames, 32, 32, 3]`` (:func:`render_clip`) instead. With
+    ``masks``, also the objects' pixels at 64x64 (:func:`object_mask`): ``[B, 64, 64]``, or
+    ``[B, frames, 64, 64]`` for clips. The batch is the same either way.
     """
     rng = np.random.default_rng([seed, index])
     prompts = [random_prompt(rng, p_any) for _ in range(batch)]
+    lays = [layout(p, rng) if frames is None else clip_layout(p, rng) for p in prompts]
     if frames is None:
-        images = np.stack([render(p, rng) for p in prompts])
+        images = torch.from_numpy(np.stack([draw(lay) for lay in lays])).float()
     else:
-        images = np.stack([render_clip(p, rng, frames) for p in prompts])
-    return prompts, torch.from_numpy(images).float()
+        images = torch.from_numpy(np.stack([draw_clip(lay, frames) for lay in lays])).float()
+    if not masks:
+        return prompts, images
+    if frames is None:
+        found = np.stack([object_mask(lay) for lay in lays])
+    else:
+        found = np.stack([np.stack([object_mask(lay, f) for f in range(frames)]) for lay in lays])
+    return prompts, images, torch.from_numpy(found)
 
 
 def held_out_prompts(count: int, seed: int = 999_999) -> list[Prompt]:

@@ -12,6 +12,7 @@ import_comfy()
 import_pack()
 
 import comfy.model_management  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from comfyui_otcache.demo import tiny_data as data  # noqa: E402
@@ -35,14 +36,48 @@ WEIGHTS = HERE / "weights"  # training records: loss curves, sample grids, per-s
 
 def training_latents(fam: Family, seed: int, index: int, batch: int, codec) -> tuple[list, torch.Tensor]:
     """Batch ``index`` of data stream ``seed`` as (prompts, internal latents of ``fam``'s layout)."""
-    if fam.frames is None:
-        prompts, images = data.sample_batch(seed, index, batch)
-        return prompts, codec.encode(images)
-    if fam.frames == 1:  # single images in a 5-D latent
-        prompts, images = data.sample_batch(seed, index, batch)
-        return prompts, codec.encode(images).unsqueeze(2)
-    prompts, clips = data.sample_batch(seed, index, batch, frames=fam.frames)
-    return prompts, codec.encode(clips)
+    prompts, latents, _ = training_batch(fam, seed, index, batch, codec)
+    return prompts, latents
+
+
+OBJECT_RING = 2  # pixels around each object that count as the object for the loss: its outline
+
+
+def training_batch(fam: Family, seed: int, index: int, batch: int, codec,
+                   object_weight: float = 1.0) -> tuple[list, torch.Tensor, torch.Tensor | None]:
+    """(prompts, latents, loss weights) of batch ``index`` of data stream ``seed``.
+
+    The weights (``None`` at ``object_weight`` 1) are ``object_weight`` on the latent positions
+    that hold an object or its outline (:data:`OBJECT_RING` pixels grown), 1 elsewhere, shaped
+    to broadcast over the latent's channels.
+    """
+    frames = None if (fam.frames or 1) == 1 else fam.frames
+    sampled = data.sample_batch(seed, index, batch, frames=frames, masks=object_weight != 1.0)
+    prompts, images = sampled[0], sampled[1]
+    if frames is None:
+        latents = codec.encode(images)
+        if fam.frames == 1:  # single images in a 5-D latent
+            latents = latents.unsqueeze(2)
+    else:
+        latents = codec.encode(images)
+    if object_weight == 1.0:
+        return prompts, latents, None
+    return prompts, latents, object_loss_weights(sampled[2], latents.shape, object_weight)
+
+
+def object_loss_weights(masks: torch.Tensor, latent_shape, object_weight: float) -> torch.Tensor:
+    """Object masks ``[B, 64, 64]`` or ``[B, T, 64, 64]`` -> loss weights broadcasting over ``latent_shape``
+    (``[B, C, h, w]`` or ``[B, C, T, h, w]``): a latent position is the object's when any of its pixels is."""
+    from scipy import ndimage
+
+    grown = np.stack([ndimage.binary_dilation(m, iterations=OBJECT_RING) for m in masks.reshape(-1, *masks.shape[-2:]).numpy()])
+    h, w = latent_shape[-2:]
+    f = grown.shape[-1] // w
+    pooled = grown.reshape(-1, h, f, w, f).any(axis=(2, 4))
+    weights = 1.0 + (object_weight - 1.0) * torch.from_numpy(pooled).float()
+    if len(latent_shape) == 4:
+        return weights.reshape(latent_shape[0], 1, h, w)
+    return weights.reshape(latent_shape[0], 1, -1, h, w).expand(-1, -1, latent_shape[2], -1, -1)
 
 
 def set_training(model, on: bool) -> None:
@@ -62,7 +97,7 @@ def _unpack(t: torch.Tensor) -> torch.Tensor:
 
 
 def velocity_loss(model, x0: torch.Tensor, context: torch.Tensor, noise: torch.Tensor,
-                  sigma: torch.Tensor) -> torch.Tensor:
+                  sigma: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Rectified-flow loss through ComfyUI's own ``BaseModel.apply_model``.
 
     ``x_t = sigma * noise + (1 - sigma) * x0``; apply_model returns the denoised
@@ -70,13 +105,17 @@ def velocity_loss(model, x0: torch.Tensor, context: torch.Tensor, noise: torch.T
     regressed on ``noise - x0``. ComfyUI's FLUX blocks add residuals in place
     (``img += ...``) onto tensors autograd saved; packing saved tensors as copies
     (``saved_tensors_hooks``) makes backprop correct without touching the model's code.
+    ``weights`` (broadcasting over the latent) make it a weighted mean of the squared errors.
     """
     s = sigma.view(-1, *[1] * (x0.ndim - 1))
     xt = s * noise + (1 - s) * x0
     with torch.autograd.graph.saved_tensors_hooks(_pack, _unpack):
         denoised = model.model.apply_model(xt, sigma, c_crossattn=context)
     v = (xt - denoised) / s
-    return torch.nn.functional.mse_loss(v.float(), (noise - x0).float())
+    if weights is None:
+        return torch.nn.functional.mse_loss(v.float(), (noise - x0).float())
+    weights = weights.expand_as(v)
+    return (weights * (v.float() - (noise - x0).float()) ** 2).sum() / weights.sum()
 
 
 def shifted_sigmas(model, u: torch.Tensor) -> torch.Tensor:

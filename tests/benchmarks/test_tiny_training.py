@@ -111,6 +111,64 @@ def test_clips_move_objects_over_a_fixed_background():
     assert float(still.float().mean()) > 0.3  # ... and most of each frame (the background) does not
 
 
+def test_object_masks_are_the_pixels_the_objects_paint():
+    import numpy as np
+
+    lay = data.layout(data.Prompt("stripes", (("red", "triangle"), ("blue", "bar"))), np.random.default_rng(4))
+    painted = (data.draw(lay) != lay.background).any(-1)
+    assert np.array_equal(painted, data.object_mask(lay)) and painted.sum() > 100
+    plain = data.sample_batch(3, 5, 4)
+    prompts, images, masks = data.sample_batch(3, 5, 4, masks=True)
+    assert torch.equal(images, plain[1]) and [p.text() for p in prompts] == [p.text() for p in plain[0]]
+    assert masks.shape == (4, 64, 64) and masks.dtype == torch.bool
+    clips = data.sample_batch(3, 5, 2, frames=data.CLIP_FRAMES, masks=True)
+    assert torch.equal(clips[1], data.sample_batch(3, 5, 2, frames=data.CLIP_FRAMES)[1])
+    assert clips[2].shape == (2, data.CLIP_FRAMES, 64, 64)
+    assert not torch.equal(clips[2][:, 0], clips[2][:, -1])  # the objects move
+
+
+@pytest.mark.parametrize("name", ["flux", "qwen_image", "hunyuan_video"])
+def test_object_weights_cover_the_objects_latent_positions(name):
+    fam = common.get_family(name)
+    codec = common.codec_for(common.build_tiny_model(name, 0))
+    prompts, x0, none = common.training_batch(fam, 0, 0, 3, codec)
+    assert none is None and torch.equal(x0, common.training_latents(fam, 0, 0, 3, codec)[1])
+    _, same, weights = common.training_batch(fam, 0, 0, 3, codec, object_weight=5.0)
+    assert torch.equal(same, x0)
+    assert weights.ndim == x0.ndim and weights.shape[0] == 3 and weights.shape[1] == 1
+    assert weights.shape[2:] == x0.shape[2:]
+    assert set(weights.unique().tolist()) == {1.0, 5.0}
+    frames = None if (fam.frames or 1) == 1 else fam.frames
+    masks = data.sample_batch(0, 0, 3, frames=frames, masks=True)[2]
+    f = 64 // x0.shape[-1]
+    inside = masks.reshape(-1, x0.shape[-2], f, x0.shape[-1], f).all(dim=(2, 4)).reshape(weights.shape)
+    assert bool((weights[inside] == 5.0).all())  # every position inside an object is weighted
+    share = float((weights == 5.0).float().mean())
+    assert 0.05 < share < 0.6  # ... and the background mostly is not
+
+
+def test_weighted_velocity_loss_is_the_weighted_mean_of_squared_errors():
+    fam = common.get_family("flux")
+    model = common.build_tiny_model("flux", 0, **fam.arch)
+    codec = common.codec_for(model)
+    prompts, x0, weights = common.training_batch(fam, 0, 0, 2, codec, object_weight=3.0)
+    x0, weights = x0[..., :8, :8], weights[..., :8, :8]
+    ctx = common.conditioning(fam, prompts)[0][0]
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    sigma = torch.tensor([0.3, 0.8])
+    with torch.no_grad():
+        plain = common.velocity_loss(model, x0, ctx, noise, sigma)
+        ones = common.velocity_loss(model, x0, ctx, noise, sigma, torch.ones_like(weights))
+        weighted = common.velocity_loss(model, x0, ctx, noise, sigma, weights)
+        s = sigma.view(-1, 1, 1, 1)
+        xt = s * noise + (1 - s) * x0
+        v = (xt - model.model.apply_model(xt, sigma, c_crossattn=ctx)) / s
+        err = (v - (noise - x0)) ** 2
+    assert torch.allclose(ones, plain, rtol=1e-5)
+    want = (err * weights).sum() / weights.expand_as(err).sum()
+    assert torch.allclose(weighted, want, rtol=1e-5) and not torch.allclose(weighted, plain, rtol=1e-3)
+
+
 @pytest.mark.parametrize("name", ["qwen_image", "hunyuan_video", "wan21"])
 def test_video_latents_round_trip_in_the_models_latent_format(name):
     fam = common.get_family(name)
@@ -208,7 +266,7 @@ def test_a_snapshot_of_a_running_training_loads_as_its_ema_weights(tmp_path):
     from comfyui_otcache.demo.tiny import load_weights
 
     args = argparse.Namespace(family="flux", seed=0, steps=100, batch=2, lr=1e-3, ema=0.9, threads=1, arch=None,
-                              train_shift="sampling")
+                              train_shift="sampling", object_weight=1.0)
     arch = training_arch(args)
     model = common.build_tiny_model("flux", 0, **arch)
     dm = model.model.diffusion_model
@@ -294,5 +352,7 @@ def test_training_at_the_sampling_shift_draws_lower_noise_levels_and_keys_its_ch
     assert torch.equal(default[:uniform], sampling[:uniform])  # the uniform share is the same draw
     assert (sampling[uniform:] < default[uniform:]).all()  # mu 0.5 < FLUX's default 1.15: lower sigma, same t
     keys = {shift: run_key(argparse.Namespace(family="flux", seed=0, steps=10, batch=2, lr=1e-3, ema=0.9, threads=1,
-                                              arch=None, train_shift=shift)) for shift in ("default", "sampling")}
-    assert keys["default"] != keys["sampling"]  # a checkpoint of one is never resumed as the other
+                                              arch=None, train_shift=shift, object_weight=weight))
+            for shift, weight in (("default", 1.0), ("sampling", 1.0), ("default", 4.0))}
+    assert len(set(keys.values())) == 3  # a checkpoint of one is never resumed as another
+    assert "object_weight" not in keys["default"]  # checkpoints from before the option still resume
