@@ -28,28 +28,36 @@ from . import tiny_data as data
 
 WEIGHTS = Path(__file__).resolve().parent / "weights" / "background_check.safetensors"
 COLOUR_TOLERANCE = 0.25  # Euclidean RGB distance to a named colour (the renderer jitters by sigma 0.04)
-SIZES = tuple(np.arange(data.OBJECT_SIZES[0], data.OBJECT_SIZES[1] + 0.01, 0.5))  # the renderer's sizes, 0.5 apart
+
+
+def check_sizes(data_set: str = data.DATA_SET) -> tuple[float, ...]:
+    """The object sizes the check tries for a model trained on ``data_set``: its renderer's, 0.5 apart."""
+    lo, hi = data.object_sizes(data_set)
+    return tuple(float(x) for x in np.arange(lo, hi + 0.01, 0.5))
+
+
+SIZES = check_sizes()  # the shipped weights' data set
 MIN_FIT = 0.5  # fit_map: e.g. 80% of the shape in the colour and at most 30% of the ring around it
 RING = 2  # pixels around the shape that should not be in its colour (else it is part of a larger region)
 NEIGHBOURHOOD = 15  # pixels (a window): where another shape fits better, this region is that shape
 _KERNELS: dict = {}
 
 
-def _kernels(shape: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(inside, ring) masks of ``shape`` over the renderer's sizes and orientations, centred in a 41x41 box."""
-    if shape not in _KERNELS:
+def _kernels(shape: str, sizes: tuple = SIZES) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(inside, ring) masks of ``shape`` over ``sizes`` and the renderer's orientations, centred in a 41x41 box."""
+    if (shape, sizes) not in _KERNELS:
         y, x = np.mgrid[0:41, 0:41] + 0.5
         kernels = []
-        for size in SIZES:
+        for size in sizes:
             for angle in data.SHAPE_ANGLES[shape]:
                 inside = data._shape_mask(shape, 20.5, 20.5, size, angle, grid=(x, y))
                 grown = ndimage.binary_dilation(inside, iterations=RING)
                 kernels.append((inside.astype(np.float64), (grown & ~inside).astype(np.float64)))
-        _KERNELS[shape] = kernels
-    return _KERNELS[shape]
+        _KERNELS[shape, sizes] = kernels
+    return _KERNELS[shape, sizes]
 
 
-def fit_map(near: np.ndarray, shape: str) -> np.ndarray:
+def fit_map(near: np.ndarray, shape: str, sizes: tuple = SIZES) -> np.ndarray:
     """Per pixel, how well ``shape`` centred there fits the colour region ``near`` (64x64 bool):
     the best, over the renderer's sizes and orientations, of (share of the shape's pixels in
     the colour) - (share of the ring around it in the colour, counting its pixels inside the image)."""
@@ -57,7 +65,7 @@ def fit_map(near: np.ndarray, shape: str) -> np.ndarray:
 
     m = near.astype(np.float64)
     best = np.full(m.shape, -1.0)
-    for inside, ring in _kernels(shape):
+    for inside, ring in _kernels(shape, sizes):
         filled = fftconvolve(m, inside[::-1, ::-1], mode="same") / inside.sum()
         inside_image = fftconvolve(np.ones_like(m), ring[::-1, ::-1], mode="same")
         edge = fftconvolve(m, ring[::-1, ::-1], mode="same") / np.maximum(inside_image, 1e-9)
@@ -65,11 +73,11 @@ def fit_map(near: np.ndarray, shape: str) -> np.ndarray:
     return best
 
 
-def object_present(near: np.ndarray, shape: str) -> bool:
+def object_present(near: np.ndarray, shape: str, sizes: tuple = SIZES) -> bool:
     """Whether ``near`` (a 64x64 bool mask of one colour) holds a region of ``shape``: somewhere the
     shape fits (:func:`fit_map` at least :data:`MIN_FIT`) better than every other shape fits within
     :data:`NEIGHBOURHOOD` pixels of there (a square holds a circle, but a square fits it better)."""
-    fits = {t: fit_map(near, t) for t in data.SHAPES}
+    fits = {t: fit_map(near, t, sizes) for t in data.SHAPES}
     ok = fits[shape] >= MIN_FIT
     for other in data.SHAPES:
         if other != shape:
@@ -151,18 +159,18 @@ def _as_64(images: torch.Tensor) -> torch.Tensor:
     return images
 
 
-def named_object_present(image: np.ndarray, colour: str, shape: str) -> bool:
+def named_object_present(image: np.ndarray, colour: str, shape: str, sizes: tuple = SIZES) -> bool:
     """Whether ``image`` (``[64, 64, 3]``) shows an object of ``colour`` and ``shape`` (either may be ``any``)."""
     colours = data.COLOUR_NAMES if colour == data.ANY else (colour,)
     shapes = data.SHAPES if shape == data.ANY else (shape,)
-    return any(object_present(colour_mask(image, c), s) for c in colours for s in shapes)
+    return any(object_present(colour_mask(image, c), s, sizes) for c in colours for s in shapes)
 
 
-def prompt_satisfied(prompt: data.Prompt, background: str, image: np.ndarray) -> bool:
+def prompt_satisfied(prompt: data.Prompt, background: str, image: np.ndarray, sizes: tuple = SIZES) -> bool:
     """True when ``background`` is the prompt's (or it says ``any``) and every named object is present."""
     if prompt.background != data.ANY and background != prompt.background:
         return False
-    return all(named_object_present(image, c, s) for c, s in prompt.objects)
+    return all(named_object_present(image, c, s, sizes) for c, s in prompt.objects)
 
 
 @torch.no_grad()
@@ -171,13 +179,15 @@ def background_kinds(classifier: BackgroundClassifier, images: torch.Tensor) -> 
     return [data.BACKGROUNDS[k] for k in classifier(_as_64(images).permute(0, 3, 1, 2)).argmax(1).tolist()]
 
 
-def check_images(classifier: BackgroundClassifier, prompts: list, images: torch.Tensor) -> list[bool]:
-    """Per prompt, whether its image (``[B, H, W, 3]``, 64x64 or 32x32 frames) shows what it names."""
+def check_images(classifier: BackgroundClassifier, prompts: list, images: torch.Tensor,
+                 sizes: tuple = SIZES) -> list[bool]:
+    """Per prompt, whether its image (``[B, H, W, 3]``, 64x64 or 32x32 frames) shows what it names
+    (objects at ``sizes``: :func:`check_sizes` of the model's data set)."""
     kinds = background_kinds(classifier, images)
-    return [prompt_satisfied(p, k, img) for p, k, img in zip(prompts, kinds, _as_64(images).numpy())]
+    return [prompt_satisfied(p, k, img, sizes) for p, k, img in zip(prompts, kinds, _as_64(images).numpy())]
 
 
-def shape_confusion(prompts: list, images: torch.Tensor) -> dict[str, dict[str, int]]:
+def shape_confusion(prompts: list, images: torch.Tensor, sizes: tuple = SIZES) -> dict[str, dict[str, int]]:
     """Per named shape, what the images show in the object's colour: how often each set of
     shapes is found there (``"circle,square"``; ``"none"``). Tells a blob drawn for every
     shape (all found as ``circle``) from a wrong shape or a missing object."""
@@ -186,7 +196,7 @@ def shape_confusion(prompts: list, images: torch.Tensor) -> dict[str, dict[str, 
         for colour, shape in prompt.objects:
             if shape == data.ANY:
                 continue
-            found = [t for t in data.SHAPES if named_object_present(image, colour, t)]
+            found = [t for t in data.SHAPES if named_object_present(image, colour, t, sizes)]
             key = ",".join(found) or "none"
             table[shape][key] = table[shape].get(key, 0) + 1
     return table
@@ -195,7 +205,8 @@ def shape_confusion(prompts: list, images: torch.Tensor) -> dict[str, dict[str, 
 MIN_COLOUR_AREA = 0.5 * math.pi * data.OBJECT_SIZES[0] ** 2  # pixels: half the smallest named circle
 
 
-def check_components(classifier: BackgroundClassifier, prompts: list, images: torch.Tensor) -> dict[str, float]:
+def check_components(classifier: BackgroundClassifier, prompts: list, images: torch.Tensor,
+                     sizes: tuple = SIZES) -> dict[str, float]:
     """Which part of the prompts the images miss: the share of each part that is present.
 
     ``background``: the named kind (prompts naming one); ``colour``: at least
@@ -210,6 +221,6 @@ def check_components(classifier: BackgroundClassifier, prompts: list, images: to
         for colour, shape in prompt.objects:
             if colour != data.ANY:
                 parts["colour"].append(int(colour_mask(image, colour).sum()) >= MIN_COLOUR_AREA)
-            parts["object_any_shape"].append(named_object_present(image, colour, data.ANY))
-            parts["object"].append(named_object_present(image, colour, shape))
+            parts["object_any_shape"].append(named_object_present(image, colour, data.ANY, sizes))
+            parts["object"].append(named_object_present(image, colour, shape, sizes))
     return {name: float(np.mean(found)) if found else float("nan") for name, found in parts.items()}

@@ -224,6 +224,17 @@ class Layout:
 
 
 OBJECT_SIZES = (8.0, 11.0)  # named objects' size (circle radius; the other shapes scale with it)
+# Data sets differ only in the objects' sizes (the order of draws is the same): v3 draws a size
+# in OBJECT_SIZES; v5 draws every object at the largest, so an outline is open only by its shift.
+DATA_SETS = {"v3": OBJECT_SIZES, "v5": (11.0, 11.0)}
+DATA_SET = "v3"  # the shipped weights' (their metadata's data_set)
+
+
+def object_sizes(data_set: str = DATA_SET) -> tuple[float, float]:
+    """The (smallest, largest) object size of ``data_set``."""
+    if data_set not in DATA_SETS:
+        raise ValueError(f"unknown data set {data_set!r}; use one of {', '.join(DATA_SETS)}")
+    return DATA_SETS[data_set]
 # The prompt's k-th object sits in the k-th of these quarters of the image (cells of 32
 # pixels: top left, bottom right, top right), its centre within CELL_JITTER pixels of the
 # cell's centre. (Objects in randomly chosen cells came out as blobs, often in every cell:
@@ -235,7 +246,7 @@ CELL_JITTER = 2.0
 SHAPE_ANGLES = {"circle": (0.0,), "square": (0.0,), "triangle": (0.0,), "diamond": (0.0,), "bar": (0.0, math.pi / 2)}
 
 
-def layout(prompt: Prompt, rng: np.random.Generator) -> Layout:
+def layout(prompt: Prompt, rng: np.random.Generator, data_set: str = DATA_SET) -> Layout:
     """Draw the open attributes of ``prompt`` (the order of draws is part of the data set: keep it).
 
     Named objects only, in vivid colours on a near-grey background, upright, the k-th in
@@ -245,6 +256,7 @@ def layout(prompt: Prompt, rng: np.random.Generator) -> Layout:
     models trained for an hour never committed to a place and drew blobs that grew into
     each other.)
     """
+    sizes = object_sizes(data_set)
     kind = prompt.background if prompt.background != ANY else BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
     background = _background(rng, kind)
     items = []
@@ -252,7 +264,7 @@ def layout(prompt: Prompt, rng: np.random.Generator) -> Layout:
         c = np.array(COLOURS[colour] if colour != ANY else COLOURS[COLOUR_NAMES[rng.integers(len(COLOUR_NAMES))]])
         c = np.clip(c + rng.normal(0, 0.04, 3), 0, 1)
         s = shape if shape != ANY else SHAPES[rng.integers(len(SHAPES))]
-        size = rng.uniform(*OBJECT_SIZES)
+        size = rng.uniform(*sizes)
         angles = SHAPE_ANGLES[s]
         angle = angles[rng.integers(len(angles))]
         cx, cy = np.asarray(CELLS[k]) + rng.uniform(-CELL_JITTER, CELL_JITTER, 2)
@@ -280,14 +292,14 @@ def object_mask(lay: Layout, frame: float = 0.0) -> np.ndarray:
     return mask
 
 
-def render(prompt: Prompt, rng: np.random.Generator) -> np.ndarray:
+def render(prompt: Prompt, rng: np.random.Generator, data_set: str = DATA_SET) -> np.ndarray:
     """One image ``[64, 64, 3]`` in [0, 1] matching ``prompt``; the open attributes come from ``rng``."""
-    return draw(layout(prompt, rng))
+    return draw(layout(prompt, rng, data_set))
 
 
-def clip_layout(prompt: Prompt, rng: np.random.Generator) -> Layout:
+def clip_layout(prompt: Prompt, rng: np.random.Generator, data_set: str = DATA_SET) -> Layout:
     """The layout of :func:`layout` with the objects' open velocities (pixels per frame) drawn after it."""
-    lay = layout(prompt, rng)
+    lay = layout(prompt, rng, data_set)
     lay.velocities = rng.uniform(-4.0, 4.0, (len(lay.items), 2))
     return lay
 
@@ -298,26 +310,27 @@ def draw_clip(lay: Layout, frames: int = CLIP_FRAMES) -> np.ndarray:
     return clip.reshape(frames, IMAGE // 2, 2, IMAGE // 2, 2, 3).mean(axis=(2, 4))
 
 
-def render_clip(prompt: Prompt, rng: np.random.Generator, frames: int = CLIP_FRAMES) -> np.ndarray:
+def render_clip(prompt: Prompt, rng: np.random.Generator, frames: int = CLIP_FRAMES,
+                data_set: str = DATA_SET) -> np.ndarray:
     """A clip ``[frames, 32, 32, 3]``: the layout of :func:`render`, objects moving at open velocities.
 
     A clip of ``CLIP_FRAMES`` frames is a ``[16, 4, 16, 16]`` latent: 4 x 8 x 8 = 256
     HunyuanVideo tokens (patch 1x2x2).
     """
-    return draw_clip(clip_layout(prompt, rng), frames)
+    return draw_clip(clip_layout(prompt, rng, data_set), frames)
 
 
 def sample_batch(seed: int, index: int, batch: int, p_any: float = 0.25, frames: int | None = None,
-                 masks: bool = False):
+                 masks: bool = False, data_set: str = DATA_SET):
     """Deterministic batch number ``index`` of stream ``seed``: (prompts, images ``[B, 64, 64, 3]``).
 
     With ``frames``, clips ``[B, frames, 32, 32, 3]`` (:func:`render_clip`) instead. With
     ``masks``, also the objects' pixels at 64x64 (:func:`object_mask`): ``[B, 64, 64]``, or
-    ``[B, frames, 64, 64]`` for clips. The batch is the same either way.
+    ``[B, frames, 64, 64]`` for clips. The batch is the same either way. ``data_set``: :data:`DATA_SETS`.
     """
     rng = np.random.default_rng([seed, index])
     prompts = [random_prompt(rng, p_any) for _ in range(batch)]
-    lays = [layout(p, rng) if frames is None else clip_layout(p, rng) for p in prompts]
+    lays = [layout(p, rng, data_set) if frames is None else clip_layout(p, rng, data_set) for p in prompts]
     if frames is None:
         images = torch.from_numpy(np.stack([draw(lay) for lay in lays])).float()
     else:

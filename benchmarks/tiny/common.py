@@ -44,15 +44,17 @@ OBJECT_RING = 2  # pixels around each object that count as the object for the lo
 
 
 def training_batch(fam: Family, seed: int, index: int, batch: int, codec,
-                   object_weight: float = 1.0) -> tuple[list, torch.Tensor, torch.Tensor | None]:
+                   object_weight: float = 1.0, data_set: str = data.DATA_SET,
+                   ) -> tuple[list, torch.Tensor, torch.Tensor | None]:
     """(prompts, latents, loss weights) of batch ``index`` of data stream ``seed``.
 
     The weights (``None`` at ``object_weight`` 1) are ``object_weight`` on the latent positions
     that hold an object or its outline (:data:`OBJECT_RING` pixels grown), 1 elsewhere, shaped
-    to broadcast over the latent's channels.
+    to broadcast over the latent's channels. ``data_set``: ``tiny_data.DATA_SETS``.
     """
     frames = None if (fam.frames or 1) == 1 else fam.frames
-    sampled = data.sample_batch(seed, index, batch, frames=frames, masks=object_weight != 1.0)
+    sampled = data.sample_batch(seed, index, batch, frames=frames, masks=object_weight != 1.0,
+                                data_set=data_set)
     prompts, images = sampled[0], sampled[1]
     if frames is None:
         latents = codec.encode(images)

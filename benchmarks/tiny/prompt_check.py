@@ -89,22 +89,24 @@ def main() -> None:
     prompts = split_prompts("heldout", args.prompts)
     classifier = pc.load_background_classifier()
     images = sample_images(model, fam, prompts, cfg, args.steps, layout=token_layout(meta))
-    passed = pc.check_images(classifier, prompts, images)
+    data_set = meta.get("data_set", data.DATA_SET)
+    sizes = pc.check_sizes(data_set)  # the objects the model was trained to draw
+    passed = pc.check_images(classifier, prompts, images, sizes)
     rng = np.random.default_rng([5, 99])
     if fam.frames and fam.frames > 1:
-        truth = torch.from_numpy(np.stack([data.render_clip(p, rng)[0] for p in prompts])).float()
+        truth = torch.from_numpy(np.stack([data.render_clip(p, rng, data_set=data_set)[0] for p in prompts])).float()
     else:
-        truth = torch.from_numpy(np.stack([data.render(p, rng) for p in prompts])).float()
-    ceiling = pc.check_images(classifier, prompts, truth)
+        truth = torch.from_numpy(np.stack([data.render(p, rng, data_set) for p in prompts])).float()
+    ceiling = pc.check_images(classifier, prompts, truth, sizes)
     kinds = pc.background_kinds(classifier, images)
     background_ok = [p.background == data.ANY or k == p.background for p, k in zip(prompts, kinds)]
     result = {"family": args.family, "weights": str(args.weights or "demo/weights"), "cfg": cfg, "steps": args.steps,
-              "sampling_shift": meta.get("sampling_shift"),
+              "sampling_shift": meta.get("sampling_shift"), "data_set": data_set, "sizes": list(sizes),
               "prompts": len(prompts), "pass_rate": float(np.mean(passed)),
               "background_rate": float(np.mean(background_ok)), "true_render_pass_rate": float(np.mean(ceiling)),
-              "components": pc.check_components(classifier, prompts, images),
-              "true_render_components": pc.check_components(classifier, prompts, truth),
-              "shape_confusion": pc.shape_confusion(prompts, images),
+              "components": pc.check_components(classifier, prompts, images, sizes),
+              "true_render_components": pc.check_components(classifier, prompts, truth, sizes),
+              "shape_confusion": pc.shape_confusion(prompts, images, sizes),
               "per_prompt": [{"prompt": p.text(), "passed": ok} for p, ok in zip(prompts, passed)]}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"prompt_check_{args.family}.json").write_text(json.dumps(result, indent=1))

@@ -34,7 +34,7 @@ def snapshot(checkpoint: Path, out: Path) -> dict:
             "steps": str(state["step"]), "planned_steps": str(run["steps"]), "threads": str(run["threads"]),
             "cfg": str(fam.cfg), "sampling_shift": str(fam.sampling_shift), "prompt_tokens": TRAINED_LAYOUT,
             "train_shift": run.get("train_shift", "default"), "object_weight": str(run.get("object_weight", 1.0)),
-            "snapshot_of": str(checkpoint)}
+            "data_set": run.get("data_set", "v3"), "snapshot_of": str(checkpoint)}
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file(ema, str(out), metadata=meta)
     return meta

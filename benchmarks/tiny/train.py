@@ -108,6 +108,8 @@ def run_key(args) -> str:
            "arch": training_arch(args), "train_shift": args.train_shift}
     if args.object_weight != 1.0:  # absent at 1, so checkpoints written before the option still resume
         key["object_weight"] = args.object_weight
+    if args.data_set != "v3":  # likewise
+        key["data_set"] = args.data_set
     return json.dumps(key, sort_keys=True)
 
 
@@ -205,6 +207,8 @@ def main() -> None:
                     help="weight of the latent positions that hold an object or its outline in the loss "
                          "(1: every position alike, the shipped weights); tests whether the models draw "
                          "blobs because the objects' outlines are a small part of the loss")
+    ap.add_argument("--data-set", choices=list(data.DATA_SETS), default="v3",
+                    help="v3: the shipped weights' data; v5: every object at the largest size (tiny_data.DATA_SETS)")
     ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     ap.add_argument("--stop-at", type=int, default=None,
                     help="stop at this step keeping the checkpoint, as an interruption would (tests resuming)")
@@ -253,7 +257,8 @@ def main() -> None:
         lr = args.lr * min(1.0, (step + 1) / warmup) * (0.5 + 0.5 * math.cos(math.pi * step / args.steps))
         for g in opt.param_groups:
             g["lr"] = lr
-        prompts, x0, weights = training_batch(fam, args.seed, step, args.batch, codec, args.object_weight)
+        prompts, x0, weights = training_batch(fam, args.seed, step, args.batch, codec, args.object_weight,
+                                           args.data_set)
         # Conditioning dropout: the empty prompt for some samples, so sampling can use cfg.
         dropped = torch.rand(args.batch, generator=gen) < fam.cond_dropout
         ctx = conditioning(fam, [None if d else p for p, d in zip(prompts, dropped)])[0][0]
@@ -290,7 +295,7 @@ def main() -> None:
             "final_loss": f"{np.mean(losses[-100:]):.5f}",
             "data": "demo/tiny_data.py" + (f" clips of {fam.frames} frames" if (fam.frames or 1) > 1 else ""),
             "decoder": "demo/tiny_data.py PatchCodec (seed 4321, gain 4)",
-            "prompt_tokens": data.TRAINED_LAYOUT, "data_set": "v3",
+            "prompt_tokens": data.TRAINED_LAYOUT, "data_set": args.data_set,
             "uniform_sigma_share": str(fam.uniform_sigma_share), "cond_dropout": str(fam.cond_dropout),
             "cfg": str(fam.cfg), "sampling_shift": str(fam.sampling_shift), "train_shift": args.train_shift,
             "object_weight": str(args.object_weight)}

@@ -127,6 +127,20 @@ def test_object_masks_are_the_pixels_the_objects_paint():
     assert not torch.equal(clips[2][:, 0], clips[2][:, -1])  # the objects move
 
 
+def test_data_set_v5_draws_every_object_at_the_largest_size_and_keeps_the_rest():
+    import numpy as np
+
+    prompt = data.Prompt("rings", (("red", "triangle"), ("any", "any"), ("blue", "bar")))
+    v3 = data.layout(prompt, np.random.default_rng(8))
+    v5 = data.layout(prompt, np.random.default_rng(8), "v5")
+    assert [item[2] for item in v5.items] == [11.0] * 3 and len({item[2] for item in v3.items}) == 3
+    assert np.array_equal(v3.background, v5.background)  # same draws: only the sizes differ
+    assert [(item[1], item[3], item[4]) for item in v3.items] == [(item[1], item[3], item[4]) for item in v5.items]
+    assert torch.equal(data.sample_batch(3, 5, 4)[1], data.sample_batch(3, 5, 4, data_set="v3")[1])
+    with pytest.raises(ValueError, match="unknown data set 'v4'; use one of v3, v5"):
+        data.sample_batch(3, 5, 4, data_set="v4")
+
+
 @pytest.mark.parametrize("name", ["flux", "qwen_image", "hunyuan_video"])
 def test_object_weights_cover_the_objects_latent_positions(name):
     fam = common.get_family(name)
@@ -266,7 +280,7 @@ def test_a_snapshot_of_a_running_training_loads_as_its_ema_weights(tmp_path):
     from comfyui_otcache.demo.tiny import load_weights
 
     args = argparse.Namespace(family="flux", seed=0, steps=100, batch=2, lr=1e-3, ema=0.9, threads=1, arch=None,
-                              train_shift="sampling", object_weight=1.0)
+                              train_shift="sampling", object_weight=1.0, data_set="v5")
     arch = training_arch(args)
     model = common.build_tiny_model("flux", 0, **arch)
     dm = model.model.diffusion_model
@@ -275,7 +289,7 @@ def test_a_snapshot_of_a_running_training_loads_as_its_ema_weights(tmp_path):
     Checkpoint(tmp_path / "flux_ckpt", run_key(args)).save(50, dm, ema, opt, torch.Generator(), [1.0], 3.0)
     meta = snapshot(tmp_path / "flux_ckpt", tmp_path / "snap.safetensors")
     assert meta["steps"] == "50" and meta["planned_steps"] == "100" and meta["prompt_tokens"] == "object"
-    assert meta["train_shift"] == "sampling"
+    assert meta["train_shift"] == "sampling" and meta["data_set"] == "v5"
     assert common.sampling_shift(meta) == common.get_family("flux").sampling_shift
     loaded, loaded_meta = load_weights("flux", tmp_path / "snap.safetensors")
     name = "final_layer.linear.weight"
@@ -351,8 +365,10 @@ def test_training_at_the_sampling_shift_draws_lower_noise_levels_and_keys_its_ch
     uniform = round(fam.uniform_sigma_share * 4096)
     assert torch.equal(default[:uniform], sampling[:uniform])  # the uniform share is the same draw
     assert (sampling[uniform:] < default[uniform:]).all()  # mu 0.5 < FLUX's default 1.15: lower sigma, same t
-    keys = {shift: run_key(argparse.Namespace(family="flux", seed=0, steps=10, batch=2, lr=1e-3, ema=0.9, threads=1,
-                                              arch=None, train_shift=shift, object_weight=weight))
-            for shift, weight in (("default", 1.0), ("sampling", 1.0), ("default", 4.0))}
-    assert len(set(keys.values())) == 3  # a checkpoint of one is never resumed as another
-    assert "object_weight" not in keys["default"]  # checkpoints from before the option still resume
+    runs = (("default", 1.0, "v3"), ("sampling", 1.0, "v3"), ("default", 4.0, "v3"), ("default", 1.0, "v5"))
+    keys = {run: run_key(argparse.Namespace(family="flux", seed=0, steps=10, batch=2, lr=1e-3, ema=0.9, threads=1,
+                                            arch=None, train_shift=run[0], object_weight=run[1], data_set=run[2]))
+            for run in runs}
+    assert len(set(keys.values())) == 4  # a checkpoint of one is never resumed as another
+    shipped = keys["default", 1.0, "v3"]
+    assert "object_weight" not in shipped and "data_set" not in shipped  # older checkpoints still resume

@@ -65,3 +65,18 @@ def test_shape_confusion_says_what_is_drawn_for_each_named_shape():
     table = pc.shape_confusion([prompt], torch.from_numpy(image)[None])
     assert table["triangle"] == {"circle": 1} and table["bar"] == {"none": 1}
     assert all(not counts for shape, counts in table.items() if shape not in ("triangle", "bar"))
+
+
+def test_the_check_tries_the_sizes_of_the_models_data_set():
+    assert pc.check_sizes("v3") == pc.SIZES == tuple(np.arange(8.0, 11.01, 0.5))
+    assert pc.check_sizes("v5") == (11.0,)
+    image = np.full((64, 64, 3), 0.5)
+    image[data._shape_mask("triangle", 30.3, 33.6, 11.0, 0.0)] = data.COLOURS["red"]
+    assert pc.named_object_present(image, "red", "triangle", pc.check_sizes("v5"))
+    small = np.full((64, 64, 3), 0.5)
+    small[data._shape_mask("triangle", 30.3, 33.6, 8.0, 0.0)] = data.COLOURS["red"]
+    near = pc.colour_mask(small, "red")
+    v3, v5 = (float(pc.fit_map(near, "triangle", pc.check_sizes(d)).max()) for d in ("v3", "v5"))
+    assert v3 > 0.95 and v5 < 0.6  # v3 draws size 8 and its check fits it exactly; v5's only tries size 11
+    with pytest.raises(ValueError, match="unknown data set"):
+        pc.check_sizes("v9")
