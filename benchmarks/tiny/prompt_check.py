@@ -80,6 +80,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=28)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cfg", type=float, help="sample at this cfg instead of the model's own (an experiment)")
+    ap.add_argument("--data-set", choices=list(data.DATA_SETS),
+                    help="check for this data set's objects (sizes) instead of the one the weights were trained on")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -89,7 +91,7 @@ def main() -> None:
     prompts = split_prompts("heldout", args.prompts)
     classifier = pc.load_background_classifier()
     images = sample_images(model, fam, prompts, cfg, args.steps, layout=token_layout(meta))
-    data_set = meta.get("data_set", data.DATA_SET)
+    data_set = args.data_set or meta.get("data_set", data.DATA_SET)
     sizes = pc.check_sizes(data_set)  # the objects the model was trained to draw
     passed = pc.check_images(classifier, prompts, images, sizes)
     rng = np.random.default_rng([5, 99])
