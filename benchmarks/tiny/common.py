@@ -55,13 +55,9 @@ def training_batch(fam: Family, seed: int, index: int, batch: int, codec,
     frames = None if (fam.frames or 1) == 1 else fam.frames
     sampled = data.sample_batch(seed, index, batch, frames=frames, masks=object_weight != 1.0,
                                 data_set=data_set)
-    prompts, images = sampled[0], sampled[1]
-    if frames is None:
-        latents = codec.encode(images)
-        if fam.frames == 1:  # single images in a 5-D latent
-            latents = latents.unsqueeze(2)
-    else:
-        latents = codec.encode(images)
+    prompts, latents = sampled[0], codec.encode(sampled[1])
+    if fam.frames == 1:  # single images in a 5-D latent
+        latents = latents.unsqueeze(2)
     if object_weight == 1.0:
         return prompts, latents, None
     return prompts, latents, object_loss_weights(sampled[2], latents.shape, object_weight)
@@ -72,7 +68,8 @@ def object_loss_weights(masks: torch.Tensor, latent_shape, object_weight: float)
     (``[B, C, h, w]`` or ``[B, C, T, h, w]``): a latent position is the object's when any of its pixels is."""
     from scipy import ndimage
 
-    grown = np.stack([ndimage.binary_dilation(m, iterations=OBJECT_RING) for m in masks.reshape(-1, *masks.shape[-2:]).numpy()])
+    flat = masks.reshape(-1, *masks.shape[-2:]).numpy()
+    grown = np.stack([ndimage.binary_dilation(m, iterations=OBJECT_RING) for m in flat])
     h, w = latent_shape[-2:]
     f = grown.shape[-1] // w
     pooled = grown.reshape(-1, h, f, w, f).any(axis=(2, 4))
