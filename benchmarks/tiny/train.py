@@ -16,7 +16,8 @@ euler / simple / 28 steps / the family's cfg, decoded with the fixed codec of da
 ``--train-shift sampling`` draws the training noise levels through the shift the model samples
 with instead of the architecture's default (the shipped weights use the default; tried on
 FLUX, it drew fewer named shapes: ``README.md``, hypothesis 2). ``--object-weight W`` weighs the
-latent positions of the objects and their outlines W times in the loss (the shipped weights: 1).
+latent positions of the objects and their outlines W times in the loss (the shipped weights: 1);
+``--data-set v5`` trains on objects of one size (``tiny_data.DATA_SETS``). Neither gave shapes on FLUX.
 
 Without ``--steps`` / ``--threads`` it uses the family's settings (``common.FAMILIES``): the
 settings the shipped weights were trained with, on data set v3 (one token per object,
@@ -108,7 +109,7 @@ def run_key(args) -> str:
            "arch": training_arch(args), "train_shift": args.train_shift}
     if args.object_weight != 1.0:  # absent at 1, so checkpoints written before the option still resume
         key["object_weight"] = args.object_weight
-    if args.data_set != "v3":  # likewise
+    if args.data_set != data.DATA_SET:  # likewise
         key["data_set"] = args.data_set
     return json.dumps(key, sort_keys=True)
 
@@ -207,7 +208,7 @@ def main() -> None:
                     help="weight of the latent positions that hold an object or its outline in the loss "
                          "(1: every position alike, the shipped weights); tests whether the models draw "
                          "blobs because the objects' outlines are a small part of the loss")
-    ap.add_argument("--data-set", choices=list(data.DATA_SETS), default="v3",
+    ap.add_argument("--data-set", choices=list(data.DATA_SETS), default=data.DATA_SET,
                     help="v3: the shipped weights' data; v5: every object at the largest size (tiny_data.DATA_SETS)")
     ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     ap.add_argument("--stop-at", type=int, default=None,
