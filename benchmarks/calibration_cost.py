@@ -63,8 +63,9 @@ def calibrations(setup: SamplingSetup, seed: int, window: int, mode: str, counte
     return out
 
 
-def held_out_psnr(target, steps: int, schedules: dict[str, Schedule], mode: str, seeds: list[int]) -> dict:
-    """Mean PSNR against full compute of each schedule on the held-out prompts."""
+def held_out_psnr(target, steps: int, schedules: dict[str, Schedule], mode: str, seeds: list[int],
+                  mean: bool = True) -> dict:
+    """Mean PSNR against full compute of each schedule on the held-out prompts (per prompt without ``mean``)."""
     scores = {name: [] for name in schedules}
     for (pos, neg), seed in zip(target.eval_conds, seeds):
         setup = SamplingSetup(target.model, pos, neg, target.latent, target.sampler, target.scheduler, steps,
@@ -72,6 +73,8 @@ def held_out_psnr(target, steps: int, schedules: dict[str, Schedule], mode: str,
         full = target.frames(setup.sample(seed).final)
         for name, schedule in schedules.items():
             scores[name].append(psnr(target.frames(setup.sample(seed, schedule, mode).final), full))
+    if not mean:
+        return {name: [float(x) for x in v] for name, v in scores.items()}
     return {name: round(float(np.mean(v)), 3) for name, v in scores.items()}
 
 
