@@ -58,8 +58,10 @@ FLUX_ARCH = {"hidden_size": 128, "num_heads": 4, "axes_dim": [8, 12, 12], "depth
 # A tiny Qwen-Image: 8 double-stream layers, 4 heads of 32 (RoPE axes 8+12+12).
 QWEN_ARCH = {"num_layers": 8, "attention_head_dim": 32, "num_attention_heads": 4,
              "joint_attention_dim": data.CONTEXT_DIM, "axes_dims_rope": [8, 12, 12]}
-# A tiny HunyuanVideo: FLUX's sizes with 3-D patches (1x2x2) and RoPE over (t, h, w).
-HUNYUAN_ARCH = {**FLUX_ARCH, "theta": 256, "patch_size": [1, 2, 2]}
+# A tiny HunyuanVideo: 128 hidden, 4 heads of 32, 4 double + 4 single blocks, with 3-D patches
+# (1x2x2) and RoPE over (t, h, w).
+HUNYUAN_ARCH = {"hidden_size": 128, "num_heads": 4, "axes_dim": [8, 12, 12], "depth": 4, "depth_single_blocks": 4,
+                "mlp_ratio": 2.0, "context_in_dim": data.CONTEXT_DIM, "theta": 256, "patch_size": [1, 2, 2]}
 # A tiny Wan 2.1 T2V: 8 blocks of width 128, 2 heads of 64. Wan fixes RoPE theta at 10,000 and
 # splits a head as (d - 4 (d // 6), 2 (d // 6), 2 (d // 6)): with heads of 64 each image axis
 # gets 20 dimensions, whose 10 frequencies still tell 16 token positions apart.
