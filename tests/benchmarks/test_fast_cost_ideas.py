@@ -33,3 +33,21 @@ def test_refinement_spends_the_freed_share_and_never_more_than_a_tenth(tmp_path)
         assert all(float(x) >= 1.0 for x in cells[6:8])  # a bottleneck ratio: the exact path's is the least
     assert max(used) <= ideas.SHARE  # the refinement never spends past a tenth
     assert refined[1] > refined[0] and used[1] > 0.09  # the smaller plan's freed share goes to refinement
+
+
+def test_directions_split_an_edge_along_the_measured_edge_of_its_step():
+    """Along the measured edge's arrival error an edge grows as that edge did (exactly); across it as the
+    surface says; the measured edge and the edges into unmeasured steps keep their estimates."""
+    n = 8
+    surface, exact, arrival = (np.full((n, n), np.inf) for _ in range(3))
+    surface[2, 6], surface[3, 6], surface[1, 5] = 0.5, 0.9, 0.7
+    exact[2, 6], arrival[3, 6] = 0.4, 0.3  # the measured edge's exact cost; edge (3, 6)'s arrival error
+    alpha, residual = np.full((n, n), np.nan), np.full((n, n), np.nan)
+    alpha[2, 6], residual[2, 6] = 1.0, 0.0
+    alpha[3, 6], residual[3, 6] = 2.0, 0.1
+    out = ideas.direction_costs(surface, exact, arrival, [(2, 6)], alpha, residual)
+    growth = 0.9 / 0.3  # the surface's growth for (3, 6)
+    assert out[3, 6] == np.hypot(2.0 * 0.4, growth * 0.1)
+    assert out[2, 6] == 0.5 and out[1, 5] == 0.7
+    residual[3, 6] = 0.0  # all along the measured direction: twice its exact cost
+    assert ideas.direction_costs(surface, exact, arrival, [(2, 6)], alpha, residual)[3, 6] == 0.8
