@@ -226,10 +226,9 @@ def direction_costs(surface: np.ndarray, exact: np.ndarray, arrival: np.ndarray,
     out = surface.copy()
     plan = {j: (i, j) for i, j in measured}
     for i, j in zip(*np.nonzero(np.isfinite(alpha))):
-        if (i, j) != plan[j]:
+        if (i, j) != plan[j]:  # the measured edge itself keeps its exact cost
             growth = surface[i, j] / arrival[i, j]
             out[i, j] = math.hypot(alpha[i, j] * exact[plan[j]], growth * residual[i, j])
-        # the measured edge itself keeps its exact cost
     return out
 
 
