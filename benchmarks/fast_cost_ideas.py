@@ -110,6 +110,21 @@ def measure(cell: str, out: Path) -> None:
 TRUNCATIONS = (1, 2, 3, 4)
 
 
+def arrival_latents(setup, seed: int, xs: list, window: int, mode: str) -> tuple[dict, int]:
+    """The latent every window edge ``(i, j)`` arrives with at ``j`` (compute ``i``, reuse it up to
+    ``i + window``: one run per start step, as the fast calibration's arrival pass), and the runs'
+    evaluations."""
+    steps, arrived, used = len(xs), {}, 0  # xs: x_0 ... x_{N-1}
+    for i in range(steps - 2):
+        stop = min(i + window, steps - 1)
+        run = setup.sample(seed, Schedule(stop - i + 1, (0, stop - i)), mode, start_step=i, start_x=xs[i],
+                           record=True, stop_step=stop)
+        used += run.evaluations
+        for j in range(i + 2, stop + 1):
+            arrived[(i, j)] = run.xs[j - i]
+    return arrived, used
+
+
 def measure_truncated(cell: str, out: Path) -> None:
     """Errors after T full-compute steps past each edge's end (``T in TRUNCATIONS``), same setup as ``measure``.
 
@@ -120,14 +135,10 @@ def measure_truncated(cell: str, out: Path) -> None:
     xs = setup.sample(first, None, record=True).xs
     scale = float(xs[-1].double().norm())
     errors = {t: np.full((steps, steps), np.nan) for t in TRUNCATIONS}
-    for i in range(steps - 2):
-        stop = min(i + window, steps - 1)
-        arrived = setup.sample(first, Schedule(stop - i + 1, (0, stop - i)), mode, start_step=i, start_x=xs[i],
-                               record=True, stop_step=stop).xs
-        for j in range(i + 2, stop + 1):
-            for t in (t for t in TRUNCATIONS if j + t <= steps - 1):
-                y = setup.sample(first, None, mode, start_step=j, start_x=arrived[j - i], stop_step=j + t).final
-                errors[t][i, j] = float((y.double() - xs[j + t].double()).norm()) / scale
+    for (i, j), x in arrival_latents(setup, first, xs, window, mode)[0].items():
+        for t in (t for t in TRUNCATIONS if j + t <= steps - 1):
+            y = setup.sample(first, None, mode, start_step=j, start_x=x, stop_step=j + t).final
+            errors[t][i, j] = float((y.double() - xs[j + t].double()).norm()) / scale
     np.savez(out / f"{family}_{steps}_truncated.npz", **{f"T{t}": e for t, e in errors.items()})
 
 
@@ -159,15 +170,8 @@ def measure_coarse(cell: str, out: Path, strides: tuple[int, ...] = COARSE_STRID
     family, steps, setup, first, window, mode = calibration_setup(cell)
     full = setup.sample(first, None, record=True)
     xs = full.xs
-    arrived = {}
-    used = full.evaluations
-    for i in range(steps - 2):
-        stop = min(i + window, steps - 1)
-        run = setup.sample(first, Schedule(stop - i + 1, (0, stop - i)), mode, start_step=i, start_x=xs[i],
-                           record=True, stop_step=stop)
-        used += run.evaluations
-        for j in range(i + 2, stop + 1):
-            arrived[(i, j)] = run.xs[j - i]
+    arrived, used = arrival_latents(setup, first, xs, window, mode)
+    used += full.evaluations
     saved = {}
     for stride in strides:
         costs, spent = np.full((steps, steps), np.nan), used
@@ -198,13 +202,8 @@ def measure_directions(name: str, cell: str, out: Path) -> None:
     full = setup.sample(first, None, record=True)
     xs = full.xs
     scale = float(xs[-1].double().norm())  # as split_tails.arrival_pass
-    deltas = {}
-    for i in range(steps - 2):
-        stop = min(i + window, steps - 1)
-        run = setup.sample(first, Schedule(stop - i + 1, (0, stop - i)), mode, start_step=i, start_x=xs[i],
-                           record=True, stop_step=stop)
-        for j in range(i + 2, stop + 1):
-            deltas[(i, j)] = (run.xs[j - i] - xs[j]).double().flatten()
+    arrived = arrival_latents(setup, first, xs, window, mode)[0]
+    deltas = {(i, j): (x - xs[j]).double().flatten() for (i, j), x in arrived.items()}
     arrival, alpha, residual = (np.full((steps, steps), np.nan) for _ in range(3))
     plan = {j: (i, j) for i, j in fc.growth_edges(steps, window, design="surface")}
     for (i, j), delta in deltas.items():
