@@ -224,9 +224,10 @@ class Layout:
 
 
 OBJECT_SIZES = (8.0, 11.0)  # named objects' size (circle radius; the other shapes scale with it)
-# Data sets differ only in the objects' sizes (the order of draws is the same): v3 draws a size
-# in OBJECT_SIZES; v5 draws every object at the largest, so an outline is open only by its shift.
-DATA_SETS = {"v3": OBJECT_SIZES, "v5": (11.0, 11.0)}
+# Data sets differ only in the objects' sizes and shifts (the order of draws is the same): v3 draws
+# a size in OBJECT_SIZES; v5 draws every object at the largest, so an outline is open only by its
+# shift; v6 also puts it at its cell's centre, so a named object's outline is not open at all.
+DATA_SETS = {"v3": OBJECT_SIZES, "v5": (11.0, 11.0), "v6": (11.0, 11.0)}
 DATA_SET = "v3"  # the shipped weights' (their metadata's data_set)
 
 
@@ -241,6 +242,7 @@ def object_sizes(data_set: str = DATA_SET) -> tuple[float, float]:
 # the model had to agree across the image on which object went where before drawing any.)
 CELLS = ((IMAGE / 4, IMAGE / 4), (3 * IMAGE / 4, 3 * IMAGE / 4), (3 * IMAGE / 4, IMAGE / 4))
 CELL_JITTER = 2.0
+UNSHIFTED = ("v6",)  # data sets whose objects sit at their cell's centre (the shift is drawn, then dropped)
 # Upright shapes (bars lie or stand): a square and a diamond, a bar and a square stay different
 # shapes at any size, so a check can tell every shape apart.
 SHAPE_ANGLES = {"circle": (0.0,), "square": (0.0,), "triangle": (0.0,), "diamond": (0.0,), "bar": (0.0, math.pi / 2)}
@@ -267,7 +269,8 @@ def layout(prompt: Prompt, rng: np.random.Generator, data_set: str = DATA_SET) -
         size = rng.uniform(*sizes)
         angles = SHAPE_ANGLES[s]
         angle = angles[rng.integers(len(angles))]
-        cx, cy = np.asarray(CELLS[k]) + rng.uniform(-CELL_JITTER, CELL_JITTER, 2)
+        shift = rng.uniform(-CELL_JITTER, CELL_JITTER, 2)
+        cx, cy = np.asarray(CELLS[k]) + (0.0 if data_set in UNSHIFTED else shift)
         items.append((c, s, size, float(cx), float(cy), angle))
     return Layout(background, items)
 

@@ -137,8 +137,21 @@ def test_data_set_v5_draws_every_object_at_the_largest_size_and_keeps_the_rest()
     assert np.array_equal(v3.background, v5.background)  # same draws: only the sizes differ
     assert [(item[1], item[3], item[4]) for item in v3.items] == [(item[1], item[3], item[4]) for item in v5.items]
     assert torch.equal(data.sample_batch(3, 5, 4)[1], data.sample_batch(3, 5, 4, data_set="v3")[1])
-    with pytest.raises(ValueError, match="unknown data set 'v4'; use one of v3, v5"):
+    with pytest.raises(ValueError, match="unknown data set 'v4'; use one of v3, v5, v6"):
         data.sample_batch(3, 5, 4, data_set="v4")
+
+
+def test_data_set_v6_puts_every_object_at_its_cells_centre_and_keeps_the_rest():
+    import numpy as np
+
+    prompt = data.Prompt("rings", (("red", "triangle"), ("any", "any"), ("blue", "bar")))
+    v5 = data.layout(prompt, np.random.default_rng(8), "v5")
+    v6 = data.layout(prompt, np.random.default_rng(8), "v6")
+    assert [(item[3], item[4]) for item in v6.items] == [tuple(cell) for cell in data.CELLS]
+    assert [(item[3], item[4]) for item in v5.items] != [tuple(cell) for cell in data.CELLS]
+    assert np.array_equal(v5.background, v6.background)  # same draws: only the places differ
+    assert [(item[1], item[2], item[5]) for item in v5.items] == [(item[1], item[2], item[5]) for item in v6.items]
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(v5.items, v6.items))  # the colours too
 
 
 @pytest.mark.parametrize("name", ["flux", "qwen_image", "hunyuan_video"])
