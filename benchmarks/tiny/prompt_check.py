@@ -40,14 +40,14 @@ from comfyui_otcache.demo.tiny import split_prompts
 
 
 def sample_images(model, fam, prompts, cfg: float, steps: int, first_seed: int = 7000,
-                  layout: str = "object") -> torch.Tensor:
+                  layout: str = "object", sampler: str = "euler") -> torch.Tensor:
     codec = codec_for(model)
     negative = conditioning(fam, [None], layout)
     images = []
     for k, prompt in enumerate(prompts):
         latent = empty_latent(fam)["samples"]
         noise = comfy.sample.prepare_noise(latent, first_seed + k)
-        out = comfy.sample.sample(model, noise, steps, cfg, "euler", "simple", conditioning(fam, [prompt], layout), negative,
+        out = comfy.sample.sample(model, noise, steps, cfg, sampler, "simple", conditioning(fam, [prompt], layout), negative,
                                   latent, seed=first_seed + k, disable_pbar=True)
         images.append(codec.decode(out)[0])  # video: its first frame
     return torch.stack(images)
@@ -80,6 +80,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=28)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cfg", type=float, help="sample at this cfg instead of the model's own (an experiment)")
+    ap.add_argument("--sampler", default="euler", help="sample with this ComfyUI sampler instead of euler (an experiment)")
     ap.add_argument("--data-set", choices=list(data.DATA_SETS),
                     help="check for this data set's objects (sizes) instead of the one the weights were trained on")
     ap.add_argument("--out", type=Path, default=HERE / "results")
@@ -90,7 +91,8 @@ def main() -> None:
     cfg = args.cfg if args.cfg is not None else float(meta.get("cfg", 1.0))
     prompts = split_prompts("heldout", args.prompts)
     classifier = pc.load_background_classifier()
-    images = sample_images(model, fam, prompts, cfg, args.steps, layout=token_layout(meta))
+    images = sample_images(model, fam, prompts, cfg, args.steps, layout=token_layout(meta),
+                           sampler=args.sampler)
     data_set = args.data_set or meta.get("data_set", data.DATA_SET)
     sizes = pc.check_sizes(data_set)  # the objects the model was trained to draw
     passed = pc.check_images(classifier, prompts, images, sizes)
@@ -102,7 +104,8 @@ def main() -> None:
     ceiling = pc.check_images(classifier, prompts, truth, sizes)
     kinds = pc.background_kinds(classifier, images)
     background_ok = [p.background == data.ANY or k == p.background for p, k in zip(prompts, kinds)]
-    result = {"family": args.family, "weights": str(args.weights or "demo/weights"), "cfg": cfg, "steps": args.steps,
+    result = {"family": args.family, "weights": str(args.weights or "demo/weights"), "cfg": cfg,
+              "sampler": args.sampler, "steps": args.steps,
               "sampling_shift": meta.get("sampling_shift"), "data_set": data_set, "sizes": list(sizes),
               "prompts": len(prompts), "pass_rate": float(np.mean(passed)),
               "background_rate": float(np.mean(background_ok)), "true_render_pass_rate": float(np.mean(ceiling)),
