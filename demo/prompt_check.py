@@ -39,6 +39,8 @@ def check_sizes(data_set: str = data.DATA_SET) -> tuple[float, ...]:
 SIZES = check_sizes()  # the shipped weights' data set
 MIN_FIT = 0.5  # fit_map: e.g. 80% of the shape in the colour and at most 30% of the ring around it
 RING = 2  # pixels around the shape that should not be in its colour (else it is part of a larger region)
+CROSS = "cross"  # not a data shape: both bar orientations at once, what a model that blends them draws
+
 NEIGHBOURHOOD = 15  # pixels (a window): where another shape fits better, this region is that shape
 _KERNELS: dict = {}
 
@@ -49,8 +51,12 @@ def _kernels(shape: str, sizes: tuple = SIZES) -> list[tuple[np.ndarray, np.ndar
         y, x = np.mgrid[0:41, 0:41] + 0.5
         kernels = []
         for size in sizes:
-            for angle in data.SHAPE_ANGLES[shape]:
-                inside = data._shape_mask(shape, 20.5, 20.5, size, angle, grid=(x, y))
+            for angle in data.SHAPE_ANGLES.get(shape, (0.0,)):
+                if shape == CROSS:
+                    inside = (data._shape_mask("bar", 20.5, 20.5, size, 0.0, grid=(x, y))
+                              | data._shape_mask("bar", 20.5, 20.5, size, math.pi / 2, grid=(x, y)))
+                else:
+                    inside = data._shape_mask(shape, 20.5, 20.5, size, angle, grid=(x, y))
                 grown = ndimage.binary_dilation(inside, iterations=RING)
                 kernels.append((inside.astype(np.float64), (grown & ~inside).astype(np.float64)))
         _KERNELS[shape, sizes] = kernels
@@ -73,13 +79,20 @@ def fit_map(near: np.ndarray, shape: str, sizes: tuple = SIZES) -> np.ndarray:
     return best
 
 
-def object_present(near: np.ndarray, shape: str, sizes: tuple = SIZES) -> bool:
+def competitors(refuse_crosses: bool = False) -> tuple[str, ...]:
+    """The shapes a region is told apart from: the data's five, and with ``refuse_crosses`` a
+    :data:`CROSS` too, so that a plus drawn for a bar (both orientations blended) is not a bar."""
+    return data.SHAPES + ((CROSS,) if refuse_crosses else ())
+
+
+def object_present(near: np.ndarray, shape: str, sizes: tuple = SIZES, refuse_crosses: bool = False) -> bool:
     """Whether ``near`` (a 64x64 bool mask of one colour) holds a region of ``shape``: somewhere the
     shape fits (:func:`fit_map` at least :data:`MIN_FIT`) better than every other shape fits within
     :data:`NEIGHBOURHOOD` pixels of there (a square holds a circle, but a square fits it better)."""
-    fits = {t: fit_map(near, t, sizes) for t in data.SHAPES}
+    shapes = competitors(refuse_crosses)
+    fits = {t: fit_map(near, t, sizes) for t in shapes}
     ok = fits[shape] >= MIN_FIT
-    for other in data.SHAPES:
+    for other in shapes:
         if other != shape:
             ok &= fits[shape] > ndimage.maximum_filter(fits[other], size=NEIGHBOURHOOD)
     return bool(ok.any())
@@ -159,18 +172,20 @@ def _as_64(images: torch.Tensor) -> torch.Tensor:
     return images
 
 
-def named_object_present(image: np.ndarray, colour: str, shape: str, sizes: tuple = SIZES) -> bool:
+def named_object_present(image: np.ndarray, colour: str, shape: str, sizes: tuple = SIZES,
+                         refuse_crosses: bool = False) -> bool:
     """Whether ``image`` (``[64, 64, 3]``) shows an object of ``colour`` and ``shape`` (either may be ``any``)."""
     colours = data.COLOUR_NAMES if colour == data.ANY else (colour,)
     shapes = data.SHAPES if shape == data.ANY else (shape,)
-    return any(object_present(colour_mask(image, c), s, sizes) for c in colours for s in shapes)
+    return any(object_present(colour_mask(image, c), s, sizes, refuse_crosses) for c in colours for s in shapes)
 
 
-def prompt_satisfied(prompt: data.Prompt, background: str, image: np.ndarray, sizes: tuple = SIZES) -> bool:
+def prompt_satisfied(prompt: data.Prompt, background: str, image: np.ndarray, sizes: tuple = SIZES,
+                     refuse_crosses: bool = False) -> bool:
     """True when ``background`` is the prompt's (or it says ``any``) and every named object is present."""
     if prompt.background != data.ANY and background != prompt.background:
         return False
-    return all(named_object_present(image, c, s, sizes) for c, s in prompt.objects)
+    return all(named_object_present(image, c, s, sizes, refuse_crosses) for c, s in prompt.objects)
 
 
 @torch.no_grad()
@@ -180,14 +195,15 @@ def background_kinds(classifier: BackgroundClassifier, images: torch.Tensor) -> 
 
 
 def check_images(classifier: BackgroundClassifier, prompts: list, images: torch.Tensor,
-                 sizes: tuple = SIZES) -> list[bool]:
+                 sizes: tuple = SIZES, refuse_crosses: bool = False) -> list[bool]:
     """Per prompt, whether its image (``[B, H, W, 3]``, 64x64 or 32x32 frames) shows what it names
-    (objects at ``sizes``: :func:`check_sizes` of the model's data set)."""
+    (objects at ``sizes``: :func:`check_sizes` of the model's data set; ``refuse_crosses``: :func:`competitors`)."""
     kinds = background_kinds(classifier, images)
-    return [prompt_satisfied(p, k, img, sizes) for p, k, img in zip(prompts, kinds, _as_64(images).numpy())]
+    return [prompt_satisfied(p, k, img, sizes, refuse_crosses) for p, k, img in zip(prompts, kinds, _as_64(images).numpy())]
 
 
-def shape_confusion(prompts: list, images: torch.Tensor, sizes: tuple = SIZES) -> dict[str, dict[str, int]]:
+def shape_confusion(prompts: list, images: torch.Tensor, sizes: tuple = SIZES,
+                    refuse_crosses: bool = False) -> dict[str, dict[str, int]]:
     """Per named shape, what the images show in the object's colour: how often each set of
     shapes is found there (``"circle,square"``; ``"none"``). Tells a blob drawn for every
     shape (all found as ``circle``) from a wrong shape or a missing object."""
@@ -196,7 +212,7 @@ def shape_confusion(prompts: list, images: torch.Tensor, sizes: tuple = SIZES) -
         for colour, shape in prompt.objects:
             if shape == data.ANY:
                 continue
-            found = [t for t in data.SHAPES if named_object_present(image, colour, t, sizes)]
+            found = [t for t in competitors(refuse_crosses) if named_object_present(image, colour, t, sizes, refuse_crosses)]
             key = ",".join(found) or "none"
             table[shape][key] = table[shape].get(key, 0) + 1
     return table
@@ -206,7 +222,7 @@ MIN_COLOUR_AREA = 0.5 * math.pi * data.OBJECT_SIZES[0] ** 2  # pixels: half the 
 
 
 def check_components(classifier: BackgroundClassifier, prompts: list, images: torch.Tensor,
-                     sizes: tuple = SIZES) -> dict[str, float]:
+                     sizes: tuple = SIZES, refuse_crosses: bool = False) -> dict[str, float]:
     """Which part of the prompts the images miss: the share of each part that is present.
 
     ``background``: the named kind (prompts naming one); ``colour``: at least
@@ -221,6 +237,6 @@ def check_components(classifier: BackgroundClassifier, prompts: list, images: to
         for colour, shape in prompt.objects:
             if colour != data.ANY:
                 parts["colour"].append(int(colour_mask(image, colour).sum()) >= MIN_COLOUR_AREA)
-            parts["object_any_shape"].append(named_object_present(image, colour, data.ANY, sizes))
-            parts["object"].append(named_object_present(image, colour, shape, sizes))
+            parts["object_any_shape"].append(named_object_present(image, colour, data.ANY, sizes, refuse_crosses))
+            parts["object"].append(named_object_present(image, colour, shape, sizes, refuse_crosses))
     return {name: float(np.mean(found)) if found else float("nan") for name, found in parts.items()}

@@ -83,6 +83,8 @@ def main() -> None:
     ap.add_argument("--sampler", default="euler", help="sample with this ComfyUI sampler instead of euler (an experiment)")
     ap.add_argument("--data-set", choices=list(data.DATA_SETS),
                     help="check for this data set's objects (sizes) instead of the one the weights were trained on")
+    ap.add_argument("--refuse-crosses", action="store_true",
+                    help="do not count a plus (both bar orientations blended) as a bar (prompt_check.competitors)")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -93,25 +95,27 @@ def main() -> None:
     classifier = pc.load_background_classifier()
     images = sample_images(model, fam, prompts, cfg, args.steps, layout=token_layout(meta),
                            sampler=args.sampler)
-    data_set = args.data_set or meta.get("data_set", data.DATA_SET)
+    data_set = args.data_set or data.trained_data_set(meta)
     sizes = pc.check_sizes(data_set)  # the objects the model was trained to draw
-    passed = pc.check_images(classifier, prompts, images, sizes)
+    strict = args.refuse_crosses
+    passed = pc.check_images(classifier, prompts, images, sizes, strict)
     rng = np.random.default_rng([5, 99])
     if fam.frames and fam.frames > 1:
         truth = torch.from_numpy(np.stack([data.render_clip(p, rng, data_set=data_set)[0] for p in prompts])).float()
     else:
         truth = torch.from_numpy(np.stack([data.render(p, rng, data_set) for p in prompts])).float()
-    ceiling = pc.check_images(classifier, prompts, truth, sizes)
+    ceiling = pc.check_images(classifier, prompts, truth, sizes, strict)
     kinds = pc.background_kinds(classifier, images)
     background_ok = [p.background == data.ANY or k == p.background for p, k in zip(prompts, kinds)]
     result = {"family": args.family, "weights": str(args.weights or "demo/weights"), "cfg": cfg,
               "sampler": args.sampler, "steps": args.steps,
               "sampling_shift": meta.get("sampling_shift"), "data_set": data_set, "sizes": list(sizes),
+              "refuse_crosses": strict,
               "prompts": len(prompts), "pass_rate": float(np.mean(passed)),
               "background_rate": float(np.mean(background_ok)), "true_render_pass_rate": float(np.mean(ceiling)),
-              "components": pc.check_components(classifier, prompts, images, sizes),
-              "true_render_components": pc.check_components(classifier, prompts, truth, sizes),
-              "shape_confusion": pc.shape_confusion(prompts, images, sizes),
+              "components": pc.check_components(classifier, prompts, images, sizes, strict),
+              "true_render_components": pc.check_components(classifier, prompts, truth, sizes, strict),
+              "shape_confusion": pc.shape_confusion(prompts, images, sizes, strict),
               "per_prompt": [{"prompt": p.text(), "passed": ok} for p, ok in zip(prompts, passed)]}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"prompt_check_{args.family}.json").write_text(json.dumps(result, indent=1))

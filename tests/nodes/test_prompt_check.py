@@ -34,6 +34,19 @@ def test_every_shape_is_told_apart_from_the_others(shape):
     assert found == [[shape], [shape]]
 
 
+@pytest.mark.parametrize("shape", data.SHAPES)
+def test_refusing_crosses_refuses_a_plus_as_a_bar_and_keeps_every_shape(shape):
+    plus = np.full((64, 64, 3), 0.5)
+    for angle in (0.0, np.pi / 2):
+        plus[data._shape_mask("bar", 30.3, 33.6, 10.0, angle)] = data.COLOURS["red"]
+    assert pc.named_object_present(plus, "red", "bar")  # a bar fits a plus better than the other four shapes
+    assert not pc.named_object_present(plus, "red", "bar", refuse_crosses=True)
+    assert not pc.named_object_present(plus, "red", "any", refuse_crosses=True)
+    image = np.full((64, 64, 3), 0.5)
+    image[data._shape_mask(shape, 30.3, 33.6, 10.0, data.SHAPE_ANGLES[shape][-1])] = data.COLOURS["red"]
+    assert [t for t in data.SHAPES if pc.named_object_present(image, "red", t, refuse_crosses=True)] == [shape]
+
+
 def test_objects_are_found_by_colour_and_a_field_is_not_an_object():
     image = np.full((64, 64, 3), 0.5)
     image[data._shape_mask("diamond", 32, 32, 10, 0.0)] = data.COLOURS["red"]
