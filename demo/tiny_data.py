@@ -226,8 +226,9 @@ class Layout:
 OBJECT_SIZES = (8.0, 11.0)  # named objects' size (circle radius; the other shapes scale with it)
 # Data sets differ only in the objects' sizes and shifts (the order of draws is the same): v3 draws
 # a size in OBJECT_SIZES; v5 draws every object at the largest, so an outline is open only by its
-# shift; v6 also puts it at its cell's centre, so a named object's outline is not open at all.
-DATA_SETS = {"v3": OBJECT_SIZES, "v5": (11.0, 11.0), "v6": (11.0, 11.0)}
+# shift; v6 also puts it at its cell's centre, so a named object's outline is open only by a
+# bar's orientation; v7 also lays every bar flat, so none is.
+DATA_SETS = {"v3": OBJECT_SIZES, "v5": (11.0, 11.0), "v6": (11.0, 11.0), "v7": (11.0, 11.0)}
 DATA_SET = "v3"  # the shipped weights' (their metadata's data_set)
 
 
@@ -236,13 +237,22 @@ def object_sizes(data_set: str = DATA_SET) -> tuple[float, float]:
     if data_set not in DATA_SETS:
         raise ValueError(f"unknown data set {data_set!r}; use one of {', '.join(DATA_SETS)}")
     return DATA_SETS[data_set]
+
+
+def trained_data_set(meta: dict | None) -> str:
+    """The data set a weights file was trained on (its metadata's ``data_set``); files written
+    before the key existed were trained on v3, whatever :data:`DATA_SET` is now."""
+    return (meta or {}).get("data_set", "v3")
+
+
 # The prompt's k-th object sits in the k-th of these quarters of the image (cells of 32
 # pixels: top left, bottom right, top right), its centre within CELL_JITTER pixels of the
 # cell's centre. (Objects in randomly chosen cells came out as blobs, often in every cell:
 # the model had to agree across the image on which object went where before drawing any.)
 CELLS = ((IMAGE / 4, IMAGE / 4), (3 * IMAGE / 4, 3 * IMAGE / 4), (3 * IMAGE / 4, IMAGE / 4))
 CELL_JITTER = 2.0
-UNSHIFTED = ("v6",)  # data sets whose objects sit at their cell's centre (the shift is drawn, then dropped)
+UNSHIFTED = ("v6", "v7")  # data sets whose objects sit at their cell's centre (the shift is drawn, then dropped)
+FLAT_BARS = ("v7",)  # data sets whose bars all lie flat (the orientation is drawn, then dropped)
 # Upright shapes (bars lie or stand): a square and a diamond, a bar and a square stay different
 # shapes at any size, so a check can tell every shape apart.
 SHAPE_ANGLES = {"circle": (0.0,), "square": (0.0,), "triangle": (0.0,), "diamond": (0.0,), "bar": (0.0, math.pi / 2)}
@@ -268,7 +278,8 @@ def layout(prompt: Prompt, rng: np.random.Generator, data_set: str = DATA_SET) -
         s = shape if shape != ANY else SHAPES[rng.integers(len(SHAPES))]
         size = rng.uniform(*sizes)
         angles = SHAPE_ANGLES[s]
-        angle = angles[rng.integers(len(angles))]
+        drawn = angles[rng.integers(len(angles))]
+        angle = angles[0] if data_set in FLAT_BARS else drawn
         shift = rng.uniform(-CELL_JITTER, CELL_JITTER, 2)
         cx, cy = np.asarray(CELLS[k]) + (0.0 if data_set in UNSHIFTED else shift)
         items.append((c, s, size, float(cx), float(cy), angle))

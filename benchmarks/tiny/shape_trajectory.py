@@ -89,7 +89,7 @@ def main() -> None:
     fam = get_family(args.family)
     model, meta = load_trained(args.family, args.weights)
     cfg, layout = float(meta.get("cfg", 1.0)), token_layout(meta)
-    data_set = meta.get("data_set", data.DATA_SET)
+    data_set = data.trained_data_set(meta)
     sizes = pc.check_sizes(data_set)
     prompts = [data.Prompt("solid", ((COLOUR, shape),)) for shape in data.SHAPES]
     means = true_means(prompts, data_set)

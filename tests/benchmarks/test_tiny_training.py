@@ -137,8 +137,29 @@ def test_data_set_v5_draws_every_object_at_the_largest_size_and_keeps_the_rest()
     assert np.array_equal(v3.background, v5.background)  # same draws: only the sizes differ
     assert [(item[1], item[3], item[4]) for item in v3.items] == [(item[1], item[3], item[4]) for item in v5.items]
     assert torch.equal(data.sample_batch(3, 5, 4)[1], data.sample_batch(3, 5, 4, data_set="v3")[1])
-    with pytest.raises(ValueError, match="unknown data set 'v4'; use one of v3, v5, v6"):
+    with pytest.raises(ValueError, match="unknown data set 'v4'; use one of v3, v5, v6, v7"):
         data.sample_batch(3, 5, 4, data_set="v4")
+
+
+def test_data_set_v7_lays_every_bar_flat_and_keeps_the_rest():
+    import numpy as np
+
+    prompt = data.Prompt("rings", (("red", "bar"), ("any", "bar"), ("blue", "bar")))
+    seeds = range(12)
+    v6 = [data.layout(prompt, np.random.default_rng(s), "v6") for s in seeds]
+    v7 = [data.layout(prompt, np.random.default_rng(s), "v7") for s in seeds]
+    assert {item[5] for lay in v6 for item in lay.items} == {0.0, np.pi / 2}
+    assert {item[5] for lay in v7 for item in lay.items} == {0.0}
+    for a, b in zip(v6, v7):  # same draws: only the bars' orientations differ
+        assert np.array_equal(a.background, b.background)
+        assert [(i[1], i[2], i[3], i[4]) for i in a.items] == [(i[1], i[2], i[3], i[4]) for i in b.items]
+        assert all(np.array_equal(i[0], j[0]) for i, j in zip(a.items, b.items))
+
+
+def test_weights_without_a_data_set_key_were_trained_on_v3():
+    assert data.trained_data_set({"steps": "6000"}) == "v3"
+    assert data.trained_data_set(None) == "v3"
+    assert data.trained_data_set({"data_set": "v6"}) == "v6"
 
 
 def test_data_set_v6_puts_every_object_at_its_cells_centre_and_keeps_the_rest():
