@@ -40,7 +40,6 @@ SIZES = check_sizes()  # the shipped weights' data set
 MIN_FIT = 0.5  # fit_map: e.g. 80% of the shape in the colour and at most 30% of the ring around it
 RING = 2  # pixels around the shape that should not be in its colour (else it is part of a larger region)
 CROSS = "cross"  # not a data shape: both bar orientations at once, what a model that blends them draws
-
 NEIGHBOURHOOD = 15  # pixels (a window): where another shape fits better, this region is that shape
 _KERNELS: dict = {}
 
