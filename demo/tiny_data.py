@@ -227,8 +227,10 @@ OBJECT_SIZES = (8.0, 11.0)  # named objects' size (circle radius; the other shap
 # Data sets differ only in the objects' sizes and shifts (the order of draws is the same): v3 draws
 # a size in OBJECT_SIZES; v5 draws every object at the largest, so an outline is open only by its
 # shift; v6 also puts it at its cell's centre, so a named object's outline is open only by a
-# bar's orientation; v7 also lays every bar flat, so none is.
-DATA_SETS = {"v3": OBJECT_SIZES, "v5": (11.0, 11.0), "v6": (11.0, 11.0), "v7": (11.0, 11.0)}
+# bar's orientation; v7 also lays every bar flat, so none is in an image. v8 is v7 (the same
+# images) with clips whose objects move at their cell's velocity, so no outline in a later
+# frame is open either.
+DATA_SETS = {"v3": OBJECT_SIZES, "v5": (11.0, 11.0), "v6": (11.0, 11.0), "v7": (11.0, 11.0), "v8": (11.0, 11.0)}
 DATA_SET = "v3"  # the shipped weights' (their metadata's data_set)
 
 
@@ -251,8 +253,12 @@ def trained_data_set(meta: dict | None) -> str:
 # the model had to agree across the image on which object went where before drawing any.)
 CELLS = ((IMAGE / 4, IMAGE / 4), (3 * IMAGE / 4, 3 * IMAGE / 4), (3 * IMAGE / 4, IMAGE / 4))
 CELL_JITTER = 2.0
-UNSHIFTED = ("v6", "v7")  # data sets whose objects sit at their cell's centre (the shift is drawn, then dropped)
-FLAT_BARS = ("v7",)  # data sets whose bars all lie flat (the orientation is drawn, then dropped)
+UNSHIFTED = ("v6", "v7", "v8")  # data sets whose objects sit at their cell's centre (the shift is drawn, then dropped)
+FLAT_BARS = ("v7", "v8")  # data sets whose bars all lie flat (the orientation is drawn, then dropped)
+FIXED_MOTION = ("v8",)  # data sets whose clips move each object at its cell's velocity (drawn, then dropped)
+# Pixels per frame (64-pixel scale) of the k-th cell's object: over 4 frames it moves 6 pixels
+# and stays in its cell.
+CELL_VELOCITIES = ((2.0, 0.0), (0.0, -2.0), (0.0, 2.0))
 # Upright shapes (bars lie or stand): a square and a diamond, a bar and a square stay different
 # shapes at any size, so a check can tell every shape apart.
 SHAPE_ANGLES = {"circle": (0.0,), "square": (0.0,), "triangle": (0.0,), "diamond": (0.0,), "bar": (0.0, math.pi / 2)}
@@ -312,9 +318,11 @@ def render(prompt: Prompt, rng: np.random.Generator, data_set: str = DATA_SET) -
 
 
 def clip_layout(prompt: Prompt, rng: np.random.Generator, data_set: str = DATA_SET) -> Layout:
-    """The layout of :func:`layout` with the objects' open velocities (pixels per frame) drawn after it."""
+    """The layout of :func:`layout` with the objects' velocities (pixels per frame) drawn after it:
+    open, or their cells' (:data:`FIXED_MOTION`)."""
     lay = layout(prompt, rng, data_set)
-    lay.velocities = rng.uniform(-4.0, 4.0, (len(lay.items), 2))
+    drawn = rng.uniform(-4.0, 4.0, (len(lay.items), 2))
+    lay.velocities = np.array(CELL_VELOCITIES[: len(lay.items)]) if data_set in FIXED_MOTION else drawn
     return lay
 
 

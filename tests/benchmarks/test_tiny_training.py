@@ -137,7 +137,7 @@ def test_data_set_v5_draws_every_object_at_the_largest_size_and_keeps_the_rest()
     assert np.array_equal(v3.background, v5.background)  # same draws: only the sizes differ
     assert [(item[1], item[3], item[4]) for item in v3.items] == [(item[1], item[3], item[4]) for item in v5.items]
     assert torch.equal(data.sample_batch(3, 5, 4)[1], data.sample_batch(3, 5, 4, data_set="v3")[1])
-    with pytest.raises(ValueError, match="unknown data set 'v4'; use one of v3, v5, v6, v7"):
+    with pytest.raises(ValueError, match="unknown data set 'v4'; use one of v3, v5, v6, v7, v8"):
         data.sample_batch(3, 5, 4, data_set="v4")
 
 
@@ -154,6 +154,23 @@ def test_data_set_v7_lays_every_bar_flat_and_keeps_the_rest():
         assert np.array_equal(a.background, b.background)
         assert [(i[1], i[2], i[3], i[4]) for i in a.items] == [(i[1], i[2], i[3], i[4]) for i in b.items]
         assert all(np.array_equal(i[0], j[0]) for i, j in zip(a.items, b.items))
+
+
+def test_data_set_v8_moves_each_clips_objects_at_its_cells_velocity_and_keeps_v7s_images():
+    import numpy as np
+
+    prompt = data.Prompt("stripes", (("red", "bar"), ("any", "any"), ("blue", "circle")))
+    for s in range(6):
+        v7 = data.clip_layout(prompt, np.random.default_rng(s), "v7")
+        v8 = data.clip_layout(prompt, np.random.default_rng(s), "v8")
+        assert np.array_equal(v8.velocities, np.array(data.CELL_VELOCITIES))
+        assert not np.array_equal(v7.velocities, v8.velocities)
+        assert np.array_equal(v7.background, v8.background)  # same draws: only the velocities differ
+        assert [i[1:] for i in v7.items] == [i[1:] for i in v8.items]
+        assert np.array_equal(data.render(prompt, np.random.default_rng(s), "v7"),
+                              data.render(prompt, np.random.default_rng(s), "v8"))
+    clip = data.render_clip(prompt, np.random.default_rng(0), data_set="v8")
+    assert not np.array_equal(clip[0], clip[-1])  # the objects do move
 
 
 def test_weights_without_a_data_set_key_were_trained_on_v3():
