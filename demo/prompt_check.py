@@ -12,7 +12,8 @@
 
 :func:`check_images` reads each prompt against its image: the named background kind
 (unless ``any``), and per named object a region of its colour (or any named colour)
-and shape (or any shape). Video frames (32x32) are scaled up to 64x64 first.
+and shape (or any shape). Video frames (32x32) are scaled up to 64x64 first;
+:func:`check_clips` reads every frame of a clip.
 """
 from __future__ import annotations
 
@@ -199,6 +200,15 @@ def check_images(classifier: BackgroundClassifier, prompts: list, images: torch.
     (objects at ``sizes``: :func:`check_sizes` of the model's data set; ``refuse_crosses``: :func:`competitors`)."""
     kinds = background_kinds(classifier, images)
     return [prompt_satisfied(p, k, img, sizes, refuse_crosses) for p, k, img in zip(prompts, kinds, _as_64(images).numpy())]
+
+
+def check_clips(classifier: BackgroundClassifier, prompts: list, clips: torch.Tensor,
+                sizes: tuple = SIZES, refuse_crosses: bool = False) -> tuple[list[bool], list[float]]:
+    """Per prompt, whether *every* frame of its clip (``[B, F, H, W, 3]``) shows what it names
+    (:func:`check_images` frame by frame: the check finds objects anywhere, so a moving one too);
+    and per frame the share of prompts it passes."""
+    per_frame = [check_images(classifier, prompts, clips[:, f], sizes, refuse_crosses) for f in range(clips.shape[1])]
+    return [all(oks) for oks in zip(*per_frame)], [float(np.mean(oks)) for oks in per_frame]
 
 
 def shape_confusion(prompts: list, images: torch.Tensor, sizes: tuple = SIZES,

@@ -8,7 +8,8 @@ renderer's own shape masks). Reported: the share of samples showing everything t
 names; the share of each part present (``check_components``: background kind, colour, object
 in some shape, object as named); per named shape, which shapes are found in the object's colour
 (``shape_confusion``); the same for true renders of the same prompts (the check's
-own ceiling); and a grid with a green or red frame per sample.
+own ceiling); and a grid with a green or red frame per sample. A video model's sample is its
+first frame, or with ``--all-frames`` its whole clip: it passes only if every frame does.
 
     .venv/bin/python benchmarks/tiny/prompt_check.py --family flux [--weights PATH] [--prompts 32]
 """
@@ -40,7 +41,8 @@ from comfyui_otcache.demo.tiny import split_prompts
 
 
 def sample_images(model, fam, prompts, cfg: float, steps: int, first_seed: int = 7000,
-                  layout: str = "object", sampler: str = "euler") -> torch.Tensor:
+                  layout: str = "object", sampler: str = "euler", all_frames: bool = False) -> torch.Tensor:
+    """``[P, H, W, 3]``: each prompt's sample (a video's first frame), or ``[P, F, H, W, 3]`` with ``all_frames``."""
     codec = codec_for(model)
     negative = conditioning(fam, [None], layout)
     images = []
@@ -49,24 +51,29 @@ def sample_images(model, fam, prompts, cfg: float, steps: int, first_seed: int =
         noise = comfy.sample.prepare_noise(latent, first_seed + k)
         out = comfy.sample.sample(model, noise, steps, cfg, sampler, "simple", conditioning(fam, [prompt], layout), negative,
                                   latent, seed=first_seed + k, disable_pbar=True)
-        images.append(codec.decode(out)[0])  # video: its first frame
+        decoded = codec.decode(out)  # [frames, H, W, 3]
+        images.append(decoded if all_frames else decoded[0])
     return torch.stack(images)
 
 
 def grid(images: torch.Tensor, prompts, passed: list[bool], path: Path) -> None:
+    """One tile per sample (a clip: its frames side by side), framed green if it passed, red if not."""
+    if images.ndim == 5:
+        images = torch.cat(list(images.unbind(1)), dim=2)
     n = int(math.ceil(math.sqrt(len(images))))
     tile = 128
-    canvas = Image.new("RGB", (n * (tile + 6), n * (tile + 26)), (24, 27, 33))
+    width = tile * images.shape[2] // images.shape[1]
+    canvas = Image.new("RGB", (n * (width + 6), n * (tile + 26)), (24, 27, 33))
     draw = ImageDraw.Draw(canvas)
     for k, (image, prompt, ok) in enumerate(zip(images, prompts, passed)):
-        x, y = (k % n) * (tile + 6) + 3, (k // n) * (tile + 26) + 3
-        picture = Image.fromarray((image.clamp(0, 1).numpy() * 255).round().astype(np.uint8)).resize((tile, tile),
+        x, y = (k % n) * (width + 6) + 3, (k // n) * (tile + 26) + 3
+        picture = Image.fromarray((image.clamp(0, 1).numpy() * 255).round().astype(np.uint8)).resize((width, tile),
                                                                                                      Image.NEAREST)
-        draw.rectangle([x - 3, y - 3, x + tile + 2, y + tile + 2], fill=(60, 180, 75) if ok else (220, 60, 60))
+        draw.rectangle([x - 3, y - 3, x + width + 2, y + tile + 2], fill=(60, 180, 75) if ok else (220, 60, 60))
         canvas.paste(picture, (x, y))
-        text = prompt.text()
-        draw.text((x, y + tile + 3), text[:26], fill=(225, 228, 232))
-        draw.text((x, y + tile + 13), text[26:52], fill=(225, 228, 232))
+        text, line = prompt.text(), width // 5  # characters per line
+        draw.text((x, y + tile + 3), text[:line], fill=(225, 228, 232))
+        draw.text((x, y + tile + 13), text[line:2 * line], fill=(225, 228, 232))
     canvas.save(path)
 
 
@@ -85,6 +92,8 @@ def main() -> None:
                     help="check for this data set's objects (sizes) instead of the one the weights were trained on")
     ap.add_argument("--refuse-crosses", action="store_true",
                     help="do not count a plus (both bar orientations blended) as a bar (prompt_check.competitors)")
+    ap.add_argument("--all-frames", action="store_true",
+                    help="video: check every frame of each clip (a sample passes if all do), not only the first")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -93,24 +102,33 @@ def main() -> None:
     cfg = args.cfg if args.cfg is not None else float(meta.get("cfg", 1.0))
     prompts = split_prompts("heldout", args.prompts)
     classifier = pc.load_background_classifier()
-    images = sample_images(model, fam, prompts, cfg, args.steps, layout=token_layout(meta),
-                           sampler=args.sampler)
+    video = bool(fam.frames and fam.frames > 1)
+    all_frames = args.all_frames and video
+    clips = sample_images(model, fam, prompts, cfg, args.steps, layout=token_layout(meta),
+                          sampler=args.sampler, all_frames=all_frames)
+    images = clips[:, 0] if all_frames else clips  # the first frames: components and confusion read these
     data_set = args.data_set or data.trained_data_set(meta)
     sizes = pc.check_sizes(data_set)  # the objects the model was trained to draw
     strict = args.refuse_crosses
-    passed = pc.check_images(classifier, prompts, images, sizes, strict)
     rng = np.random.default_rng([5, 99])
-    if fam.frames and fam.frames > 1:
-        truth = torch.from_numpy(np.stack([data.render_clip(p, rng, data_set=data_set)[0] for p in prompts])).float()
+    if video:
+        true_clips = torch.from_numpy(np.stack([data.render_clip(p, rng, data_set=data_set) for p in prompts])).float()
+        truth = true_clips[:, 0]
     else:
         truth = torch.from_numpy(np.stack([data.render(p, rng, data_set) for p in prompts])).float()
-    ceiling = pc.check_images(classifier, prompts, truth, sizes, strict)
+    frames = {}
+    if all_frames:
+        passed, frames["frame_pass_rates"] = pc.check_clips(classifier, prompts, clips, sizes, strict)
+        ceiling, frames["true_render_frame_pass_rates"] = pc.check_clips(classifier, prompts, true_clips, sizes, strict)
+    else:
+        passed = pc.check_images(classifier, prompts, images, sizes, strict)
+        ceiling = pc.check_images(classifier, prompts, truth, sizes, strict)
     kinds = pc.background_kinds(classifier, images)
     background_ok = [p.background == data.ANY or k == p.background for p, k in zip(prompts, kinds)]
     result = {"family": args.family, "weights": str(args.weights or "demo/weights"), "cfg": cfg,
               "sampler": args.sampler, "steps": args.steps,
               "sampling_shift": meta.get("sampling_shift"), "data_set": data_set, "sizes": list(sizes),
-              "refuse_crosses": strict,
+              "refuse_crosses": strict, "all_frames": all_frames, **frames,
               "prompts": len(prompts), "pass_rate": float(np.mean(passed)),
               "background_rate": float(np.mean(background_ok)), "true_render_pass_rate": float(np.mean(ceiling)),
               "components": pc.check_components(classifier, prompts, images, sizes, strict),
@@ -119,7 +137,7 @@ def main() -> None:
               "per_prompt": [{"prompt": p.text(), "passed": ok} for p, ok in zip(prompts, passed)]}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"prompt_check_{args.family}.json").write_text(json.dumps(result, indent=1))
-    grid(images, prompts, passed, args.out / f"prompt_check_{args.family}.png")
+    grid(clips, prompts, passed, args.out / f"prompt_check_{args.family}.png")
     print(json.dumps({k: v for k, v in result.items() if k != "per_prompt"}, indent=1))
 
 

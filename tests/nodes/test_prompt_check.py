@@ -24,6 +24,19 @@ def test_true_renders_pass_and_other_renders_mostly_do_not():
     assert own >= 0.8 and other <= 0.2, (own, other)  # 10 of 12 pass (100% of 256 held-out renders do)
 
 
+@pytest.mark.slow  # checks 16 frames
+def test_a_clip_passes_only_when_every_frame_shows_the_prompt():
+    prompts = [data.Prompt("checker", (("red", "triangle"), ("blue", "bar"))),
+               data.Prompt("stripes", (("green", "diamond"),))]
+    rng = np.random.default_rng(3)
+    clips = torch.from_numpy(np.stack([data.render_clip(p, rng, data_set="v8") for p in prompts])).float()
+    classifier = pc.load_background_classifier()
+    assert pc.check_clips(classifier, prompts, clips) == ([True, True], [1.0, 1.0, 1.0, 1.0])
+    lost = clips.clone()
+    lost[1, 2] = lost[0, 2]  # the second clip's third frame shows the first prompt's picture
+    assert pc.check_clips(classifier, prompts, lost) == ([True, False], [1.0, 1.0, 0.5, 1.0])
+
+
 @pytest.mark.parametrize("shape", data.SHAPES)
 def test_every_shape_is_told_apart_from_the_others(shape):
     found = []
