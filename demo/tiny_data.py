@@ -224,7 +224,7 @@ class Layout:
 
 
 OBJECT_SIZES = (8.0, 11.0)  # named objects' size (circle radius; the other shapes scale with it)
-# Data sets differ only in the objects' sizes and shifts (the order of draws is the same): v3 draws
+# Data sets differ only in what they leave open (the order of draws is the same): v3 draws
 # a size in OBJECT_SIZES; v5 draws every object at the largest, so an outline is open only by its
 # shift; v6 also puts it at its cell's centre, so a named object's outline is open only by a
 # bar's orientation; v7 also lays every bar flat, so none is in an image. v8 is v7 (the same

@@ -210,7 +210,8 @@ def main() -> None:
                          "blobs because the objects' outlines are a small part of the loss")
     ap.add_argument("--data-set", choices=list(data.DATA_SETS), default=data.DATA_SET,
                     help="v3: the shipped weights' data; v5: every object at the largest size; "
-                         "v6: and at its cell's centre; v7: and every bar flat (tiny_data.DATA_SETS)")
+                         "v6: and at its cell's centre; v7: and every bar flat; v8: v7's images, clips moving at "
+                         "their cells' velocities (tiny_data.DATA_SETS)")
     ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     ap.add_argument("--stop-at", type=int, default=None,
                     help="stop at this step keeping the checkpoint, as an interruption would (tests resuming)")
