@@ -126,7 +126,8 @@ def labelled_backgrounds(seed: int, index: int, batch: int) -> tuple[torch.Tenso
     for _ in range(batch):
         prompt = data.random_prompt(rng)
         kind = data.BACKGROUNDS[rng.integers(len(data.BACKGROUNDS))]
-        image = data.render(data.Prompt(kind, prompt.objects), rng)
+        # v3's renders, as the shipped classifier was trained on (only the objects differ between data sets)
+        image = data.render(data.Prompt(kind, prompt.objects), rng, data.LEGACY_DATA_SET)
         if rng.random() < 0.5:
             image = image.reshape(32, 2, 32, 2, 3).mean(axis=(1, 3)).repeat(2, 0).repeat(2, 1)
         images.append(image)

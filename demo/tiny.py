@@ -45,6 +45,17 @@ class Family:
     # written to the weights' metadata by train.py (:func:`sampling_shift`).
     sampling_shift: float | None = None
     shipped: bool = True  # weights in demo/weights (else train.py writes them; load_tiny says how)
+    spec: str = ""  # the tiny_models.TINY_SPECS architecture it builds, if not its name's (a variant)
+
+    @property
+    def model_family(self) -> str:
+        """The architecture family: the TINY_SPECS key and the published schedule's family."""
+        return self.spec or self.name
+
+    @property
+    def clip_size(self) -> int:
+        """A clip frame's pixels (video families): the latent's, decoded."""
+        return self.latent_hw * data.PATCH
 
     def latent_shape(self, batch: int = 1) -> tuple:
         if self.frames is None:
@@ -79,7 +90,7 @@ WAN_ARCH = {"model_type": "t2v", "patch_size": [1, 2, 2], "text_len": 8, "in_dim
 IMAGE_MU_256_TOKENS = 0.5
 # HunyuanVideo's shift 7 (SD3-style) is for tens of thousands of tokens (720p clips); its 256
 # tokens get the image models' 256-token value, exp(0.5) = 1.65 in SD3 form.
-VIDEO_SHIFT_256_TOKENS = 1.65
+VIDEO_SHIFT_256_TOKENS = 1.65  # (at 288 tokens FLUX's rule gives mu 0.505: the same shift to 0.01)
 
 FAMILIES = {
     "flux": Family("flux", FLUX_ARCH, None, data.LATENT, train_steps=6000, train_threads=2,
@@ -93,6 +104,12 @@ FAMILIES = {
     "hunyuan_video": Family("hunyuan_video", HUNYUAN_ARCH, data.CLIP_FRAMES, data.LATENT // 2,
                             uniform_sigma_share=0.5, train_steps=9000, train_threads=2,
                             sampling_shift=VIDEO_SHIFT_256_TOKENS),
+    # An experiment on HunyuanVideo's shapes (not shipped): 2 frames of 48x48, 2 x 12 x 12 = 288
+    # tokens, so an object is 4 tokens across (4 frames of 32x32: under 3, and that model drew
+    # squares and diamonds round; 2 frames of 64x64, 512 tokens, trained 4x slower per step).
+    "hunyuan_video_48": Family("hunyuan_video_48", HUNYUAN_ARCH, 2, 24, uniform_sigma_share=0.5,
+                               train_steps=9000, train_threads=2, sampling_shift=VIDEO_SHIFT_256_TOKENS,
+                               shipped=False, spec="hunyuan_video"),
     # Single images in Wan's 5-D latent (as Qwen-Image). Its shift 8 puts few samples at low
     # noise, so half the batch is uniform in sigma (as HunyuanVideo). Trained for issue 17's
     # reuse-mode comparison; not shipped (the 24 MB weight budget is the three target families').
@@ -139,7 +156,7 @@ def conditioning(fam: Family, prompts, layout: str = "object") -> list:
     """
     context = data.PromptEncoder(layout=layout).batch(list(prompts))
     options = {}
-    if fam.name == "hunyuan_video":  # required by its BaseModel, unused with vec_in_dim=None
+    if fam.model_family == "hunyuan_video":  # required by its BaseModel, unused with vec_in_dim=None
         options["pooled_output"] = torch.zeros(context.shape[0], data.CONTEXT_DIM)
     return [[context, options]]
 
@@ -197,7 +214,7 @@ def load_weights(family: str = "flux", path: Path | str | None = None):
             raise TinyWeightsError(f"{path} has no 'arch' metadata (the model's sizes as JSON), so the model cannot "
                                    "be built; write it with benchmarks/tiny/train.py")
         arch = json.loads(meta["arch"])
-        model = build_tiny_model(family, 0, **arch)
+        model = build_tiny_model(get_family(family).model_family, 0, **arch)
         try:
             model.model.diffusion_model.load_state_dict(state)
         except RuntimeError as error:

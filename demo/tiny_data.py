@@ -46,6 +46,7 @@ CHANNELS = 16
 TOKENS = 8
 MAX_OBJECTS = 3  # the slot layout's 2 + 2 * 3 = TOKENS: a fourth object has no token slots
 CLIP_FRAMES = 4  # video clips: 4 frames of 32x32 (HunyuanVideo)
+CLIP_SIZE = IMAGE // 2  # a clip frame's pixels: drawn at 64x64 and averaged over 2x2
 CONTEXT_DIM = 32
 
 COLOURS = {
@@ -231,7 +232,8 @@ OBJECT_SIZES = (8.0, 11.0)  # named objects' size (circle radius; the other shap
 # images) with clips whose objects move at their cell's velocity, so no outline in a later
 # frame is open either.
 DATA_SETS = {"v3": OBJECT_SIZES, "v5": (11.0, 11.0), "v6": (11.0, 11.0), "v7": (11.0, 11.0), "v8": (11.0, 11.0)}
-DATA_SET = "v3"  # the shipped weights' (their metadata's data_set)
+DATA_SET = "v8"  # the shipped weights' (FLUX's and Qwen-Image's metadata say v7: the same images)
+LEGACY_DATA_SET = "v3"  # what weights and checkpoints without a data_set key were trained on
 
 
 def object_sizes(data_set: str = DATA_SET) -> tuple[float, float]:
@@ -244,7 +246,7 @@ def object_sizes(data_set: str = DATA_SET) -> tuple[float, float]:
 def trained_data_set(meta: dict | None) -> str:
     """The data set a weights file was trained on (its metadata's ``data_set``); files written
     before the key existed were trained on v3, whatever :data:`DATA_SET` is now."""
-    return (meta or {}).get("data_set", "v3")
+    return (meta or {}).get("data_set", LEGACY_DATA_SET)
 
 
 # The prompt's k-th object sits in the k-th of these quarters of the image (cells of 32
@@ -326,27 +328,33 @@ def clip_layout(prompt: Prompt, rng: np.random.Generator, data_set: str = DATA_S
     return lay
 
 
-def draw_clip(lay: Layout, frames: int = CLIP_FRAMES) -> np.ndarray:
-    """Frames drawn at 64x64 and averaged over 2x2 pixels: ``[frames, 32, 32, 3]``."""
+def draw_clip(lay: Layout, frames: int = CLIP_FRAMES, size: int = CLIP_SIZE) -> np.ndarray:
+    """Frames drawn at 64x64 and area-averaged down to ``size`` pixels: ``[frames, size, size, 3]``."""
+    if not 0 < size <= IMAGE:
+        raise ValueError(f"a clip frame of {size} pixels is not in 1-{IMAGE}; use e.g. 64, 48 or 32")
     clip = np.stack([draw(lay, f) for f in range(frames)])
-    return clip.reshape(frames, IMAGE // 2, 2, IMAGE // 2, 2, 3).mean(axis=(2, 4))
+    fine = math.lcm(IMAGE, size)  # exact box filter: repeat each pixel up to a common grid, average down
+    up, down = fine // IMAGE, fine // size
+    if up > 1:
+        clip = clip.repeat(up, axis=1).repeat(up, axis=2)
+    return clip.reshape(frames, size, down, size, down, 3).mean(axis=(2, 4))
 
 
 def render_clip(prompt: Prompt, rng: np.random.Generator, frames: int = CLIP_FRAMES,
-                data_set: str = DATA_SET) -> np.ndarray:
-    """A clip ``[frames, 32, 32, 3]``: the layout of :func:`render`, objects moving at open velocities.
+                data_set: str = DATA_SET, size: int = CLIP_SIZE) -> np.ndarray:
+    """A clip ``[frames, size, size, 3]``: the layout of :func:`render`, objects moving at their velocities.
 
-    A clip of ``CLIP_FRAMES`` frames is a ``[16, 4, 16, 16]`` latent: 4 x 8 x 8 = 256
-    HunyuanVideo tokens (patch 1x2x2).
+    A clip of ``CLIP_FRAMES`` frames of 32x32 is a ``[16, 4, 16, 16]`` latent: 4 x 8 x 8 = 256
+    HunyuanVideo tokens (patch 1x2x2); 2 frames of 64x64 are ``[16, 2, 32, 32]``, 512 tokens.
     """
-    return draw_clip(clip_layout(prompt, rng, data_set), frames)
+    return draw_clip(clip_layout(prompt, rng, data_set), frames, size)
 
 
 def sample_batch(seed: int, index: int, batch: int, p_any: float = 0.25, frames: int | None = None,
-                 masks: bool = False, data_set: str = DATA_SET):
+                 masks: bool = False, data_set: str = DATA_SET, clip_size: int = CLIP_SIZE):
     """Deterministic batch number ``index`` of stream ``seed``: (prompts, images ``[B, 64, 64, 3]``).
 
-    With ``frames``, clips ``[B, frames, 32, 32, 3]`` (:func:`render_clip`) instead. With
+    With ``frames``, clips ``[B, frames, clip_size, clip_size, 3]`` (:func:`render_clip`) instead. With
     ``masks``, also the objects' pixels at 64x64 (:func:`object_mask`): ``[B, 64, 64]``, or
     ``[B, frames, 64, 64]`` for clips. The batch is the same either way. ``data_set``: :data:`DATA_SETS`.
     """
@@ -356,7 +364,7 @@ def sample_batch(seed: int, index: int, batch: int, p_any: float = 0.25, frames:
     if frames is None:
         images = torch.from_numpy(np.stack([draw(lay) for lay in lays])).float()
     else:
-        images = torch.from_numpy(np.stack([draw_clip(lay, frames) for lay in lays])).float()
+        images = torch.from_numpy(np.stack([draw_clip(lay, frames, clip_size) for lay in lays])).float()
     if not masks:
         return prompts, images
     if frames is None:

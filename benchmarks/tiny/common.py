@@ -54,7 +54,7 @@ def training_batch(fam: Family, seed: int, index: int, batch: int, codec,
     """
     frames = None if (fam.frames or 1) == 1 else fam.frames
     sampled = data.sample_batch(seed, index, batch, frames=frames, masks=object_weight != 1.0,
-                                data_set=data_set)
+                                data_set=data_set, clip_size=fam.clip_size)
     prompts, latents = sampled[0], codec.encode(sampled[1])
     if fam.frames == 1:  # single images in a 5-D latent
         latents = latents.unsqueeze(2)

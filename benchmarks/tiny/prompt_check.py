@@ -112,7 +112,8 @@ def main() -> None:
     strict = args.refuse_crosses
     rng = np.random.default_rng([5, 99])
     if video:
-        true_clips = torch.from_numpy(np.stack([data.render_clip(p, rng, data_set=data_set) for p in prompts])).float()
+        true_clips = torch.from_numpy(np.stack([data.render_clip(p, rng, fam.frames, data_set, fam.clip_size)
+                                                for p in prompts])).float()
         truth = true_clips[:, 0]
     else:
         truth = torch.from_numpy(np.stack([data.render(p, rng, data_set) for p in prompts])).float()

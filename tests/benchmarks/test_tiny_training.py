@@ -24,8 +24,8 @@ def test_prompts_leave_layout_open():
     """Same prompt, different streams: different images (positions, sizes, ... are not named)."""
     prompt = data.Prompt("solid", (("red", "circle"),))
     import numpy as np
-    x = data.render(prompt, np.random.default_rng(0))
-    y = data.render(prompt, np.random.default_rng(1))
+    x = data.render(prompt, np.random.default_rng(0), "v3")  # v3 leaves place and size open too
+    y = data.render(prompt, np.random.default_rng(1), "v3")
     assert float(abs(x - y).mean()) > 0.05
 
 
@@ -131,12 +131,12 @@ def test_data_set_v5_draws_every_object_at_the_largest_size_and_keeps_the_rest()
     import numpy as np
 
     prompt = data.Prompt("rings", (("red", "triangle"), ("any", "any"), ("blue", "bar")))
-    v3 = data.layout(prompt, np.random.default_rng(8))
+    v3 = data.layout(prompt, np.random.default_rng(8), "v3")
     v5 = data.layout(prompt, np.random.default_rng(8), "v5")
     assert [item[2] for item in v5.items] == [11.0] * 3 and len({item[2] for item in v3.items}) == 3
     assert np.array_equal(v3.background, v5.background)  # same draws: only the sizes differ
     assert [(item[1], item[3], item[4]) for item in v3.items] == [(item[1], item[3], item[4]) for item in v5.items]
-    assert torch.equal(data.sample_batch(3, 5, 4)[1], data.sample_batch(3, 5, 4, data_set="v3")[1])
+    assert torch.equal(data.sample_batch(3, 5, 4)[1], data.sample_batch(3, 5, 4, data_set=data.DATA_SET)[1])
     with pytest.raises(ValueError, match="unknown data set 'v4'; use one of v3, v5, v6, v7, v8"):
         data.sample_batch(3, 5, 4, data_set="v4")
 
@@ -171,6 +171,26 @@ def test_data_set_v8_moves_each_clips_objects_at_its_cells_velocity_and_keeps_v7
                               data.render(prompt, np.random.default_rng(s), "v8"))
     clip = data.render_clip(prompt, np.random.default_rng(0), data_set="v8")
     assert not np.array_equal(clip[0], clip[-1])  # the objects do move
+
+
+def test_clip_frames_are_drawn_at_64_pixels_and_area_averaged_to_the_families_size():
+    import numpy as np
+
+    prompt = data.Prompt("checker", (("red", "square"), ("blue", "diamond")))
+    full = data.render_clip(prompt, np.random.default_rng(3), frames=2, size=64)
+    half = data.render_clip(prompt, np.random.default_rng(3), frames=2)  # the shipped HunyuanVideo's 32x32
+    three_quarters = data.render_clip(prompt, np.random.default_rng(3), frames=2, size=48)
+    lay = data.clip_layout(prompt, np.random.default_rng(3))
+    assert full.shape == (2, 64, 64, 3) and half.shape == (2, 32, 32, 3) and three_quarters.shape == (2, 48, 48, 3)
+    assert np.array_equal(full[1], data.draw(lay, 1))
+    assert np.allclose(half, full.reshape(2, 32, 2, 32, 2, 3).mean(axis=(2, 4)))
+    # 48 of 64: output pixel (0, 0) covers input pixels [0, 4/3)^2, so weights 1, 1/3 per axis
+    w = np.array([1.0, 1.0 / 3.0]) / (4.0 / 3.0)
+    assert np.allclose(three_quarters[0, 0, 0], np.einsum("i,j,ijc->c", w, w, full[0, :2, :2]))
+    assert np.allclose(three_quarters.mean(axis=(1, 2)), full.mean(axis=(1, 2)))  # area kept
+    assert common.get_family("hunyuan_video").clip_size == 32 and common.get_family("hunyuan_video_48").clip_size == 48
+    with pytest.raises(ValueError, match="a clip frame of 80 pixels is not in 1-64"):
+        data.render_clip(prompt, np.random.default_rng(3), size=80)
 
 
 def test_weights_without_a_data_set_key_were_trained_on_v3():
@@ -234,10 +254,10 @@ def test_weighted_velocity_loss_is_the_weighted_mean_of_squared_errors():
     assert torch.allclose(weighted, want, rtol=1e-5) and not torch.allclose(weighted, plain, rtol=1e-3)
 
 
-@pytest.mark.parametrize("name", ["qwen_image", "hunyuan_video", "wan21"])
+@pytest.mark.parametrize("name", ["qwen_image", "hunyuan_video", "hunyuan_video_48", "wan21"])
 def test_video_latents_round_trip_in_the_models_latent_format(name):
     fam = common.get_family(name)
-    model = common.build_tiny_model(name, 0)
+    model = common.build_tiny_model(fam.model_family, 0)
     codec = common.codec_for(model)
     prompts, z = common.training_latents(fam, 0, 0, 2, codec)
     assert tuple(z.shape) == fam.latent_shape(2)
@@ -246,18 +266,19 @@ def test_video_latents_round_trip_in_the_models_latent_format(name):
     if t == 1:
         expected = data.sample_batch(0, 0, 2)[1]
     else:
-        expected = data.sample_batch(0, 0, 2, frames=t)[1].reshape(2 * t, 32, 32, 3)
+        size = {"hunyuan_video": 32, "hunyuan_video_48": 48}[name]  # 4 frames of 32x32; 2 of 48x48
+        expected = data.sample_batch(0, 0, 2, frames=t, clip_size=size)[1].reshape(2 * t, size, size, 3)
     assert torch.allclose(frames, expected, atol=1e-4)
     # the latent format really is the family's own (not FLUX's constants)
     assert not torch.allclose(codec.to_user(z), z / data.FLUX_SCALE + data.FLUX_SHIFT)
 
 
-@pytest.mark.parametrize("name", ["flux", "qwen_image", "hunyuan_video", "wan21"])
+@pytest.mark.parametrize("name", ["flux", "qwen_image", "hunyuan_video", "hunyuan_video_48", "wan21"])
 def test_one_training_step_on_each_family(name):
     """A real step through apply_model: frozen as loaded, gradients reach the blocks, the loss drops."""
     torch.manual_seed(0)
     fam = common.get_family(name)
-    model = common.build_tiny_model(name, 0, **fam.arch)
+    model = common.build_tiny_model(fam.model_family, 0, **fam.arch)
     dm = model.model.diffusion_model
     assert not any(p.requires_grad for p in dm.parameters())  # ComfyUI loads it frozen
     codec = common.codec_for(model)
@@ -421,5 +442,5 @@ def test_training_at_the_sampling_shift_draws_lower_noise_levels_and_keys_its_ch
                                             arch=None, train_shift=run[0], object_weight=run[1], data_set=run[2]))
             for run in runs}
     assert len(set(keys.values())) == 4  # a checkpoint of one is never resumed as another
-    shipped = keys["default", 1.0, "v3"]
-    assert "object_weight" not in shipped and "data_set" not in shipped  # older checkpoints still resume
+    legacy = keys["default", 1.0, "v3"]
+    assert "object_weight" not in legacy and "data_set" not in legacy  # older checkpoints still resume

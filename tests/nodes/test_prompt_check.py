@@ -43,7 +43,7 @@ def test_every_shape_is_told_apart_from_the_others(shape):
     for size, angle in zip(data.OBJECT_SIZES, data.SHAPE_ANGLES[shape] * 2):  # the smallest and largest size
         image = np.full((64, 64, 3), 0.5)
         image[data._shape_mask(shape, 30.3, 33.6, size, angle)] = data.COLOURS["red"]
-        found.append([other for other in data.SHAPES if pc.named_object_present(image, "red", other)])
+        found.append([other for other in data.SHAPES if pc.named_object_present(image, "red", other, pc.check_sizes("v3"))])
     assert found == [[shape], [shape]]
 
 
@@ -94,7 +94,8 @@ def test_shape_confusion_says_what_is_drawn_for_each_named_shape():
 
 
 def test_the_check_tries_the_sizes_of_the_models_data_set():
-    assert pc.check_sizes("v3") == pc.SIZES == tuple(np.arange(8.0, 11.01, 0.5))
+    assert pc.check_sizes("v3") == tuple(np.arange(8.0, 11.01, 0.5))
+    assert pc.SIZES == pc.check_sizes(data.DATA_SET) == (11.0,)  # the shipped models' data set draws one size
     assert pc.check_sizes("v5") == (11.0,)
     image = np.full((64, 64, 3), 0.5)
     image[data._shape_mask("triangle", 30.3, 33.6, 11.0, 0.0)] = data.COLOURS["red"]
