@@ -153,6 +153,29 @@ def test_the_graph_solution_stays_unless_beaten_beyond_the_noise():
     assert means.knot_at(budget).origin == "interpolated"
 
 
+@pytest.mark.parametrize("end", ["reference", "anchor"])
+def test_the_reference_and_anchor_stay_at_their_budgets_unless_beaten_beyond_the_noise(end):
+    """At the path's ends a uniform schedule ahead by less than one paired standard error does not replace them."""
+    graph = all_graph_solutions(synthetic_costs(), "sum")
+    reference, anchor = graph[10], Schedule.parse(f"{N}:0,1,3,{N - 1}")
+    budget = {"reference": 10, "anchor": 4}[end]
+    uniform = Schedule.uniform(N, budget)
+    base = [1.0, 2.0, 3.0, 4.0]
+
+    def objective_with(uniform_samples):
+        def objective(schedule):
+            if str(schedule) == str(uniform):
+                return uniform_samples
+            return base if str(schedule) in (str(reference), str(anchor)) else [9.0] * 4
+        return objective
+
+    noisy = [b + d for b, d in zip(base, [-0.5, 0.6, -0.6, 0.42])]  # mean 0.02 lower, spread 0.3
+    knot = build_path(objective_with(noisy), reference, anchor, graph).knot_at(budget)
+    assert knot.origin == end and knot.schedule == {"reference": reference, "anchor": anchor}[end]
+    knot = build_path(objective_with([b - 0.3 for b in base]), reference, anchor, graph).knot_at(budget)
+    assert knot.origin == "uniform" and knot.schedule == uniform
+
+
 def test_clearly_better_and_bad_scores():
     from comfyui_otcache.otcache_core.budget_path import _Scores, clearly_better
     from comfyui_otcache.otcache_core.schedule import ScheduleError
