@@ -28,7 +28,7 @@ class OTCacheCachedModel(io.ComfyNode):
                     "What a skipped step reuses. block: the transformer blocks' residual, embeddings and final "
                     "layer still run (FLUX, Chroma, HunyuanVideo, Qwen-Image, Wan 2.1/2.2, LTX-Video). output: the "
                     "last computed model output (any model). residual: last output minus its input (any model). auto: output "
-                    "(on the trained tiny models block reuse scored lowest, output and residual about equal).")),
+                    "(on the trained tiny models block reuse was never best; output led on the front-loaded schedules OTCache makes).")),
                 io.Combo.Input("cache_device", options=list(CACHE_DEVICES), default="model", advanced=True, tooltip=(
                     "model: keep cached tensors on the model's device (fastest). cpu: offload them to system "
                     "memory to save VRAM on large video latents.")),

@@ -535,13 +535,13 @@ def resolve_reuse(model: ModelPatcher, reuse: str) -> str:
     if reuse not in REUSE_MODES:
         raise OTCacheRuntimeError(f"unknown reuse mode {reuse!r}; choose one of {', '.join(REUSE_MODES)}")
     if reuse == "auto":
-        # Measured on the trained tiny models (Qwen-Image caches like the real one only partly;
-        # benchmarks/tiny/README.md, held-out prompts, N = 28, K = 6; published / uniform schedule PSNR): FLUX block 21.0 /
-        # 18.5 dB, output 23.9 / 20.5, residual 25.1 / 22.2; at N = 50 block 26.7 / 22.9, output
-        # 30.5 / 24.9, residual 28.7 / 26.2; Qwen-Image block 21.5 / 21.4, output 23.6 / 23.2,
-        # residual 25.3 / 24.9; HunyuanVideo block lowest too. Output and residual are within
-        # 0.2 dB on average; output leads where steps are small and keeps a flow model's
-        # velocity, which a straight path does not change.
+        # Measured on the trained tiny models (v7 / v8; benchmarks/tiny/README.md, held-out
+        # prompts; published / uniform schedule PSNR at N = 28, K = 6 | N = 50, K = 10): FLUX
+        # block 22.3 / 21.0 | 29.1 / 25.8, output 23.5 / 21.7 | 31.5 / 26.7, residual 25.7 /
+        # 23.5 | 30.2 / 28.1; HunyuanVideo output 31.5 / 21.5 | 36.2 / 27.7, residual 27.7 / 23.1
+        # | 31.6 / 28.5. Block is never best; residual wins on uniform schedules and at N = 28 on
+        # the image models, output on the front-loaded schedules at N = 50 and on video, 0.6 dB
+        # ahead on average; it keeps a flow model's velocity, which a straight path does not change.
         return "output"
     block_ok = supports_block_mode(model)
     if reuse == "block" and not block_ok:
