@@ -166,10 +166,13 @@ def load_background_classifier(path: Path = WEIGHTS) -> BackgroundClassifier:
 
 
 def _as_64(images: torch.Tensor) -> torch.Tensor:
-    """``[B, H, W, 3]`` in [0, 1] at 64x64 (32x32 frames repeated 2x2)."""
+    """``[B, H, W, 3]`` in [0, 1] at 64x64 (32x32 frames repeated 2x2, other sizes resized bilinearly)."""
     images = images.float().clamp(0, 1)
     if images.shape[1] == data.IMAGE // 2:
         images = images.repeat_interleave(2, 1).repeat_interleave(2, 2)
+    elif images.shape[1] != data.IMAGE:
+        images = torch.nn.functional.interpolate(images.permute(0, 3, 1, 2), size=(data.IMAGE, data.IMAGE),
+                                                 mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
     return images
 
 

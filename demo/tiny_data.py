@@ -345,7 +345,7 @@ def render_clip(prompt: Prompt, rng: np.random.Generator, frames: int = CLIP_FRA
     """A clip ``[frames, size, size, 3]``: the layout of :func:`render`, objects moving at their velocities.
 
     A clip of ``CLIP_FRAMES`` frames of 32x32 is a ``[16, 4, 16, 16]`` latent: 4 x 8 x 8 = 256
-    HunyuanVideo tokens (patch 1x2x2); 2 frames of 64x64 are ``[16, 2, 32, 32]``, 512 tokens.
+    HunyuanVideo tokens (patch 1x2x2); 2 frames of 48x48 are ``[16, 2, 24, 24]``, 288 tokens.
     """
     return draw_clip(clip_layout(prompt, rng, data_set), frames, size)
 

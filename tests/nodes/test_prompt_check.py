@@ -37,6 +37,17 @@ def test_a_clip_passes_only_when_every_frame_shows_the_prompt():
     assert pc.check_clips(classifier, prompts, lost) == ([True, False], [1.0, 1.0, 0.5, 1.0])
 
 
+def test_clip_frames_of_48_pixels_are_read_as_the_32_and_64_pixel_ones():
+    """True renders pass at every frame size a video family draws; a wrong prompt still fails."""
+    classifier = pc.load_background_classifier()
+    prompts = data.held_out_prompts(6)
+    rng = np.random.default_rng(5)
+    clips = torch.from_numpy(np.stack([data.render_clip(p, rng, frames=2, size=48) for p in prompts])).float()
+    assert pc._as_64(clips[:, 0]).shape == (6, 64, 64, 3)
+    assert pc.check_clips(classifier, prompts, clips, pc.check_sizes("v8"))[0] == [True] * 6
+    assert not all(pc.check_images(classifier, prompts[1:] + prompts[:1], clips[:, 0], pc.check_sizes("v8")))
+
+
 @pytest.mark.parametrize("shape", data.SHAPES)
 def test_every_shape_is_told_apart_from_the_others(shape):
     found = []
