@@ -26,7 +26,7 @@ solution is kept unless another candidate beats it by more than the calibration 
 the objective returns per-sample values): measured, an OT schedule that beat :math:`G_K`
 by 0.02 dB on 4 calibration samples lost 2 dB held out. At the two ends the reference and
 the anchor are kept the same way: on the demo's 2 calibration seeds a uniform schedule
-scored better than the reference on their mean and was about 7 dB worse over the demo's six seeds. A knot is
+scored better than the reference on their mean and was 9 dB worse on the 4 seeds after them. A knot is
 :math:`(K, S^*_K, f(S^*_K))`; between the ends it scores no worse on the calibration
 objective than :math:`G_K` and, beyond that noise, than :math:`I_K` and :math:`U_K`. Between knots the
 path is OT interpolation of the two neighbouring knots (:func:`path_schedule`); above
