@@ -12,7 +12,7 @@
 
 :func:`check_images` reads each prompt against its image: the named background kind
 (unless ``any``), and per named object a region of its colour (or any named colour)
-and shape (or any shape). Video frames (32x32) are scaled up to 64x64 first;
+and shape (or any shape). Video frames (48x48; 32x32 before) are scaled up to 64x64 first;
 :func:`check_clips` reads every frame of a clip.
 """
 from __future__ import annotations
@@ -194,13 +194,13 @@ def prompt_satisfied(prompt: data.Prompt, background: str, image: np.ndarray, si
 
 @torch.no_grad()
 def background_kinds(classifier: BackgroundClassifier, images: torch.Tensor) -> list[str]:
-    """The background kind the classifier reads in each image (``[B, H, W, 3]``, 64x64 or 32x32 frames)."""
+    """The background kind the classifier reads in each image (``[B, H, W, 3]``, 64x64 or smaller frames)."""
     return [data.BACKGROUNDS[k] for k in classifier(_as_64(images).permute(0, 3, 1, 2)).argmax(1).tolist()]
 
 
 def check_images(classifier: BackgroundClassifier, prompts: list, images: torch.Tensor,
                  sizes: tuple = SIZES, refuse_crosses: bool = False) -> list[bool]:
-    """Per prompt, whether its image (``[B, H, W, 3]``, 64x64 or 32x32 frames) shows what it names
+    """Per prompt, whether its image (``[B, H, W, 3]``, 64x64 or smaller frames) shows what it names
     (objects at ``sizes``: :func:`check_sizes` of the model's data set; ``refuse_crosses``: :func:`competitors`)."""
     kinds = background_kinds(classifier, images)
     return [prompt_satisfied(p, k, img, sizes, refuse_crosses) for p, k, img in zip(prompts, kinds, _as_64(images).numpy())]

@@ -98,18 +98,14 @@ FAMILIES = {
     # Qwen-Image latents are 5-D with one frame (Wan 2.1 latent format).
     "qwen_image": Family("qwen_image", QWEN_ARCH, 1, data.LATENT, train_steps=6000, train_threads=2,
                          sampling_shift=IMAGE_MU_256_TOKENS),
-    # 4 frames of 32x32 pixels: 4 x 8 x 8 = 256 tokens, as the image models. Its shift 7
-    # puts only 3.4% of shifted samples below sigma 0.2 (FLUX: 7%), so half the batch is
-    # drawn uniformly in sigma to teach it the last steps too.
-    "hunyuan_video": Family("hunyuan_video", HUNYUAN_ARCH, data.CLIP_FRAMES, data.LATENT // 2,
+    # 2 frames of 48x48 pixels: 2 x 12 x 12 = 288 tokens, so an object is about 4 tokens across
+    # (4 frames of 32x32, 256 tokens, shipped until 2026-12-06: under 3 tokens, and that model
+    # drew squares and diamonds round; 2 frames of 64x64, 512 tokens, trained 4x slower per step).
+    # Its shift 7 puts only 3.4% of shifted samples below sigma 0.2 (FLUX: 7%), so half the
+    # batch is drawn uniformly in sigma to teach it the last steps too.
+    "hunyuan_video": Family("hunyuan_video", HUNYUAN_ARCH, data.CLIP_FRAMES, data.CLIP_SIZE // data.PATCH,
                             uniform_sigma_share=0.5, train_steps=9000, train_threads=2,
                             sampling_shift=VIDEO_SHIFT_256_TOKENS),
-    # An experiment on HunyuanVideo's shapes (not shipped): 2 frames of 48x48, 2 x 12 x 12 = 288
-    # tokens, so an object is 4 tokens across (4 frames of 32x32: under 3, and that model drew
-    # squares and diamonds round; 2 frames of 64x64, 512 tokens, trained 4x slower per step).
-    "hunyuan_video_48": Family("hunyuan_video_48", HUNYUAN_ARCH, 2, 24, uniform_sigma_share=0.5,
-                               train_steps=9000, train_threads=2, sampling_shift=VIDEO_SHIFT_256_TOKENS,
-                               shipped=False, spec="hunyuan_video"),
     # Single images in Wan's 5-D latent (as Qwen-Image). Its shift 8 puts few samples at low
     # noise, so half the batch is uniform in sigma (as HunyuanVideo). Trained for issue 17's
     # reuse-mode comparison; not shipped (the 24 MB weight budget is the three target families').

@@ -45,8 +45,8 @@ LATENT = IMAGE // PATCH  # 32: latent 32x32x16, 16x16 = 256 FLUX image tokens (p
 CHANNELS = 16
 TOKENS = 8
 MAX_OBJECTS = 3  # the slot layout's 2 + 2 * 3 = TOKENS: a fourth object has no token slots
-CLIP_FRAMES = 4  # video clips: 4 frames of 32x32 (HunyuanVideo)
-CLIP_SIZE = IMAGE // 2  # a clip frame's pixels: drawn at 64x64 and averaged over 2x2
+CLIP_FRAMES = 2  # video clips (HunyuanVideo): 2 frames of 48x48
+CLIP_SIZE = 48  # a clip frame's pixels: drawn at 64x64 and box-filtered down (draw_clip)
 CONTEXT_DIM = 32
 
 COLOURS = {
@@ -344,8 +344,8 @@ def render_clip(prompt: Prompt, rng: np.random.Generator, frames: int = CLIP_FRA
                 data_set: str = DATA_SET, size: int = CLIP_SIZE) -> np.ndarray:
     """A clip ``[frames, size, size, 3]``: the layout of :func:`render`, objects moving at their velocities.
 
-    A clip of ``CLIP_FRAMES`` frames of 32x32 is a ``[16, 4, 16, 16]`` latent: 4 x 8 x 8 = 256
-    HunyuanVideo tokens (patch 1x2x2); 2 frames of 48x48 are ``[16, 2, 24, 24]``, 288 tokens.
+    The shipped HunyuanVideo's clip, ``CLIP_FRAMES`` frames of 48x48, is a ``[16, 2, 24, 24]``
+    latent: 2 x 12 x 12 = 288 tokens (patch 1x2x2). (Until 2026-12-06: 4 frames of 32x32, 256 tokens.)
     """
     return draw_clip(clip_layout(prompt, rng, data_set), frames, size)
 

@@ -23,7 +23,8 @@ def render_heldout(count: int, seed: int = 5) -> tuple[list, torch.Tensor, torch
     prompts = data.held_out_prompts(count)
     rng = np.random.default_rng([seed, 99])
     images = np.stack([data.render(p, rng) for p in prompts])
-    frames = np.stack([data.render_clip(p, rng)[0] for p in prompts])
+    # 32x32 frames, as when the shipped classifier was measured (the rng draws are the same at any size)
+    frames = np.stack([data.render_clip(p, rng, frames=1, size=32)[0] for p in prompts])
     return prompts, torch.from_numpy(images).float(), torch.from_numpy(frames).float()
 
 

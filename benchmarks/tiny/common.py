@@ -71,9 +71,10 @@ def object_loss_weights(masks: torch.Tensor, latent_shape, object_weight: float)
     flat = masks.reshape(-1, *masks.shape[-2:]).numpy()
     grown = np.stack([ndimage.binary_dilation(m, iterations=OBJECT_RING) for m in flat])
     h, w = latent_shape[-2:]
-    f = grown.shape[-1] // w
-    pooled = grown.reshape(-1, h, f, w, f).any(axis=(2, 4))
-    weights = 1.0 + (object_weight - 1.0) * torch.from_numpy(pooled).float()
+    # "any of its pixels" as a max over each latent position's pixel window (windows overlap by
+    # a pixel where 64 is not a multiple of the latent's size, e.g. 48x48 clips' 24)
+    pooled = torch.nn.functional.adaptive_max_pool2d(torch.from_numpy(grown).float().unsqueeze(1), (h, w))[:, 0]
+    weights = 1.0 + (object_weight - 1.0) * pooled
     if len(latent_shape) == 4:
         return weights.reshape(latent_shape[0], 1, h, w)
     return weights.reshape(latent_shape[0], 1, -1, h, w).expand(-1, -1, latent_shape[2], -1, -1)
