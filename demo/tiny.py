@@ -180,6 +180,25 @@ def _missing(path: Path, family: str) -> str:
             f"`.venv/bin/python benchmarks/tiny/train.py --family {family}` (about an hour on 2 CPU cores).")
 
 
+def _check_layout(path: Path, family: str, meta: dict) -> None:
+    """Refuse weights trained on another latent layout (e.g. a HunyuanVideo of 4 frames of 32x32, before 2026-12-06)."""
+    fam = get_family(family)
+    if "latent" in meta:
+        trained, why = tuple(json.loads(meta["latent"])), f"latents {json.loads(meta['latent'])}"
+        wanted = fam.latent_shape(1)[1:]
+    else:  # files without a "latent" key name a video's frame count in "data" ("... clips of 4 frames")
+        words = meta.get("data", "").split()
+        if "clips" not in words or (fam.frames or 1) == 1:
+            return
+        trained, why = int(words[words.index("clips") + 2]), " ".join(words[words.index("clips"):])
+        wanted = fam.frames
+    if trained != wanted:
+        raise TinyWeightsError(
+            f"{path} was trained on {why}, but this pack's {family} samples {fam.latent_shape(1)[1:]} latents "
+            f"({fam.frames or 1} frame(s) of {fam.latent_hw * data.PATCH} pixels); use the file that ships with "
+            f"this version (demo/weights/) or retrain: `.venv/bin/python benchmarks/tiny/train.py --family {family}`")
+
+
 _LOADED: dict[tuple, tuple] = {}
 _LOCK = threading.Lock()
 
@@ -209,6 +228,7 @@ def load_weights(family: str = "flux", path: Path | str | None = None):
         if "arch" not in meta:
             raise TinyWeightsError(f"{path} has no 'arch' metadata (the model's sizes as JSON), so the model cannot "
                                    "be built; write it with benchmarks/tiny/train.py")
+        _check_layout(path, family, meta)
         arch = json.loads(meta["arch"])
         model = build_tiny_model(get_family(family).model_family, 0, **arch)
         try:

@@ -297,6 +297,7 @@ def main() -> None:
             "params": str(params), "threads": str(args.threads), "train_seconds": f"{seconds:.0f}", "time_capped": str(capped),
             "final_loss": f"{np.mean(losses[-100:]):.5f}",
             "data": "demo/tiny_data.py" + (f" clips of {fam.frames} frames" if (fam.frames or 1) > 1 else ""),
+            "latent": json.dumps(list(fam.latent_shape(1)[1:])),  # load_tiny refuses another layout
             "decoder": "demo/tiny_data.py PatchCodec (seed 4321, gain 4)",
             "prompt_tokens": data.TRAINED_LAYOUT, "data_set": args.data_set,
             "uniform_sigma_share": str(fam.uniform_sigma_share), "cond_dropout": str(fam.cond_dropout),

@@ -48,3 +48,27 @@ def test_bad_prompts_and_missing_weights_say_what_to_do(tmp_path):
         load_tiny("flux", tmp_path / "missing.safetensors")
     with pytest.raises(ValueError, match="unknown tiny family"):
         load_tiny("sd15")
+
+
+def test_weights_of_another_latent_layout_are_refused(tmp_path):
+    """A HunyuanVideo trained on 4 frames of 32x32 (before 2026-12-06) has the same parameters as
+    today's 2-frame 48x48 one; loading it must fail with the reason, not sample the wrong layout."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from comfyui_otcache.demo.tiny import load_weights, weights_path
+
+    with safe_open(str(weights_path("hunyuan_video")), "pt") as f:
+        meta, state = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+    assert "clips of 2 frames" in meta["data"] and "latent" not in meta  # the shipped file: no latent key
+    old = tmp_path / "old.safetensors"
+    save_file(state, str(old), metadata={**meta, "data": "demo/tiny_data.py clips of 4 frames"})
+    with pytest.raises(TinyWeightsError, match=r"trained on clips of 4 frames.*2 frame\(s\) of 48 pixels.*retrain"):
+        load_tiny("hunyuan_video", old)
+    new_key = tmp_path / "new_key.safetensors"
+    save_file(state, str(new_key), metadata={**meta, "latent": "[16, 4, 16, 16]"})
+    with pytest.raises(TinyWeightsError, match=r"trained on latents \[16, 4, 16, 16\]"):
+        load_tiny("hunyuan_video", new_key)
+    right = tmp_path / "right.safetensors"
+    save_file(state, str(right), metadata={**meta, "latent": "[16, 2, 24, 24]"})
+    assert load_weights("hunyuan_video", right)[1]["latent"] == "[16, 2, 24, 24]"
