@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import threading
 from pathlib import Path
 
@@ -45,12 +46,6 @@ class Family:
     # written to the weights' metadata by train.py (:func:`sampling_shift`).
     sampling_shift: float | None = None
     shipped: bool = True  # weights in demo/weights (else train.py writes them; load_tiny says how)
-    spec: str = ""  # the tiny_models.TINY_SPECS architecture it builds, if not its name's (a variant)
-
-    @property
-    def model_family(self) -> str:
-        """The architecture family: the TINY_SPECS key and the published schedule's family."""
-        return self.spec or self.name
 
     @property
     def clip_size(self) -> int:
@@ -152,7 +147,7 @@ def conditioning(fam: Family, prompts, layout: str = "object") -> list:
     """
     context = data.PromptEncoder(layout=layout).batch(list(prompts))
     options = {}
-    if fam.model_family == "hunyuan_video":  # required by its BaseModel, unused with vec_in_dim=None
+    if fam.name == "hunyuan_video":  # required by its BaseModel, unused with vec_in_dim=None
         options["pooled_output"] = torch.zeros(context.shape[0], data.CONTEXT_DIM)
     return [[context, options]]
 
@@ -181,22 +176,22 @@ def _missing(path: Path, family: str) -> str:
 
 
 def _check_layout(path: Path, family: str, meta: dict) -> None:
-    """Refuse weights trained on another latent layout (e.g. a HunyuanVideo of 4 frames of 32x32, before 2026-12-06)."""
+    """Refuse weights trained on another latent layout (e.g. a HunyuanVideo of 4 frames of 32x32, before 2026-12-06).
+
+    train.py writes the layout as ``latent``; older files only name a video's frame count in ``data``.
+    """
     fam = get_family(family)
+    wanted = fam.latent_shape(1)[1:]
     if "latent" in meta:
-        trained, why = tuple(json.loads(meta["latent"])), f"latents {json.loads(meta['latent'])}"
-        wanted = fam.latent_shape(1)[1:]
-    else:  # files without a "latent" key name a video's frame count in "data" ("... clips of 4 frames")
-        words = meta.get("data", "").split()
-        if "clips" not in words or (fam.frames or 1) == 1:
-            return
-        trained, why = int(words[words.index("clips") + 2]), " ".join(words[words.index("clips"):])
-        wanted = fam.frames
-    if trained != wanted:
+        mismatch = tuple(json.loads(meta["latent"])) != wanted
+    else:
+        frames = re.search(r"clips of (\d+) frames", meta.get("data", ""))
+        mismatch = frames is not None and int(frames.group(1)) != (fam.frames or 1)
+    if mismatch:
         raise TinyWeightsError(
-            f"{path} was trained on {why}, but this pack's {family} samples {fam.latent_shape(1)[1:]} latents "
-            f"({fam.frames or 1} frame(s) of {fam.latent_hw * data.PATCH} pixels); use the file that ships with "
-            f"this version (demo/weights/) or retrain: `.venv/bin/python benchmarks/tiny/train.py --family {family}`")
+            f"{path} was trained on another latent layout ({meta.get('latent') or meta['data']}) than this pack's "
+            f"{family}: {list(wanted)}, {fam.frames or 1} frame(s) of {fam.clip_size} pixels. Use the file that ships "
+            f"with this version (demo/weights/) or retrain: `.venv/bin/python benchmarks/tiny/train.py --family {family}`")
 
 
 _LOADED: dict[tuple, tuple] = {}
@@ -230,7 +225,7 @@ def load_weights(family: str = "flux", path: Path | str | None = None):
                                    "be built; write it with benchmarks/tiny/train.py")
         _check_layout(path, family, meta)
         arch = json.loads(meta["arch"])
-        model = build_tiny_model(get_family(family).model_family, 0, **arch)
+        model = build_tiny_model(family, 0, **arch)
         try:
             model.model.diffusion_model.load_state_dict(state)
         except RuntimeError as error:

@@ -82,7 +82,7 @@ def main() -> None:
     n = args.steps
     fam = get_family(args.family)
     model, meta = load_trained(args.family, args.weights, args.sampling_shift)
-    published = resample(load_preset(PUBLISHED[fam.model_family]), n)
+    published = resample(load_preset(PUBLISHED[fam.name]), n)
     budget = published.budget
     uniform = Schedule.uniform(n, budget)
     cfg = float(meta.get("cfg", 1.0))

@@ -225,7 +225,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     arch = training_arch(args)
-    model = build_tiny_model(get_family(args.family).model_family, args.seed, scale=1.0, **arch)
+    model = build_tiny_model(args.family, args.seed, scale=1.0, **arch)
     dm = model.model.diffusion_model
     with torch.no_grad():  # start from a zero velocity: zero output projection
         final = {"qwen_image": lambda: dm.proj_out, "wan21": lambda: dm.head.head}.get(

@@ -259,7 +259,7 @@ def test_weighted_velocity_loss_is_the_weighted_mean_of_squared_errors():
 @pytest.mark.parametrize("name", ["qwen_image", "hunyuan_video", "wan21"])
 def test_video_latents_round_trip_in_the_models_latent_format(name):
     fam = common.get_family(name)
-    model = common.build_tiny_model(fam.model_family, 0)
+    model = common.build_tiny_model(fam.name, 0)
     codec = common.codec_for(model)
     prompts, z = common.training_latents(fam, 0, 0, 2, codec)
     assert tuple(z.shape) == fam.latent_shape(2)
@@ -280,7 +280,7 @@ def test_one_training_step_on_each_family(name):
     """A real step through apply_model: frozen as loaded, gradients reach the blocks, the loss drops."""
     torch.manual_seed(0)
     fam = common.get_family(name)
-    model = common.build_tiny_model(fam.model_family, 0, **fam.arch)
+    model = common.build_tiny_model(fam.name, 0, **fam.arch)
     dm = model.model.diffusion_model
     assert not any(p.requires_grad for p in dm.parameters())  # ComfyUI loads it frozen
     codec = common.codec_for(model)
